@@ -1,0 +1,50 @@
+"""Print the model version the latest demo run registered, with its metrics and lineage."""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import sys
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--artifacts", required=True, help="local artifact root (a directory)")
+    parser.add_argument("--model-name", required=True)
+    parser.add_argument("--tracking-uri", required=True)
+    args = parser.parse_args()
+
+    from mlflow.tracking import MlflowClient
+
+    from ml import artifacts
+    from operators.register_model import find_version
+
+    manifests = glob.glob(f"{args.artifacts}/models/{args.model_name}/*/manifest.json")
+    if not manifests:
+        print(f"no model artifact under {args.artifacts}/models/{args.model_name}", file=sys.stderr)
+        return 1
+    newest = max((artifacts.read_manifest(m.rsplit("/", 1)[0], kind="model") for m in manifests),
+                 key=lambda m: m.created_at)
+    client = MlflowClient(tracking_uri=args.tracking_uri)
+    version = find_version(client, args.model_name, newest.digest)
+    if version is None:
+        print(f"model {newest.uri} (digest {newest.digest[:12]}) is not registered", file=sys.stderr)
+        return 1
+    total = len(client.search_model_versions(f"name = '{args.model_name}'"))
+    print(json.dumps({
+        "registered_model": args.model_name,
+        "version": version.version,
+        "versions_in_registry": total,
+        "metrics": newest.extra.get("metrics"),
+        "estimator": newest.extra.get("estimator"),
+        "n_train": newest.extra.get("n_train"),
+        "model_digest": newest.digest,
+        "source": version.source,
+        "run_id": version.tags.get("lineage.run_id"),
+    }, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

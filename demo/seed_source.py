@@ -1,0 +1,97 @@
+"""Append one "day" of labelled rows to the demo source table; print the logical date to run.
+
+The printed date is the end of the interval holding the new rows: `airflow dags test`
+and manual triggers infer the interval that ends at the logical date.
+
+Data ships with scikit-learn (the breast-cancer set, no download). Day 0 holds the 569
+original rows; every later day adds 80 rows re-sampled from them with a little noise
+(seeded by the day number, so the table's history is reproducible). Rows of day k carry
+event times inside the DAG's data interval that starts at day k 03:00 UTC, so the run for
+that logical date trains on days 0..k, and re-running it later extracts the same rows.
+
+    python -m demo.seed_source --sqlite PATH         # the embedded demo source
+    python -m demo.seed_source --postgres URI        # e.g. postgresql://root@127.0.0.1/ml
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from datetime import datetime, timedelta, timezone
+
+TABLE = "demo_training_rows"
+EPOCH = datetime(2026, 1, 1, 3, 0, tzinfo=timezone.utc)  # matches the DAG's "0 3 * * *"
+ROWS_PER_DAY = 80
+
+
+def column_names() -> list[str]:
+    from sklearn.datasets import load_breast_cancer
+
+    names = load_breast_cancer().feature_names
+    return [re.sub(r"\W+", "_", n).strip("_") for n in names]
+
+
+def day_rows(day: int) -> list[tuple]:
+    import numpy as np
+    from sklearn.datasets import load_breast_cancer
+
+    X, y = load_breast_cancer(return_X_y=True)
+    if day > 0:
+        rng = np.random.default_rng(day)
+        idx = rng.integers(0, len(y), ROWS_PER_DAY)
+        X = X[idx] * (1 + rng.normal(0, 0.02, size=(ROWS_PER_DAY, X.shape[1])))
+        y = y[idx]
+    start = EPOCH + timedelta(days=day)
+    step = timedelta(days=1) / (len(y) + 1)
+    return [
+        (*map(float, x), int(label), (start + step * (i + 1)).isoformat())
+        for i, (x, label) in enumerate(zip(X, y))
+    ]
+
+
+def seed(conn, placeholder: str, ts_type: str) -> datetime:
+    features = column_names()
+    cur = conn.cursor()
+    cur.execute(
+        f"CREATE TABLE IF NOT EXISTS {TABLE} ("
+        + ", ".join(f"{c} DOUBLE PRECISION" for c in features)
+        + f", target INTEGER NOT NULL, event_time {ts_type} NOT NULL)"
+    )
+    cur.execute(f"SELECT MAX(event_time) FROM {TABLE}")
+    last = cur.fetchone()[0]
+    if last is None:
+        day = 0
+    else:
+        last = datetime.fromisoformat(last) if isinstance(last, str) else last
+        day = (last - EPOCH).days + 1
+    rows = day_rows(day)
+    marks = ", ".join([placeholder] * (len(features) + 2))
+    cur.executemany(f"INSERT INTO {TABLE} VALUES ({marks})", rows)
+    conn.commit()
+    print(f"seeded day {day}: {len(rows)} rows into {TABLE}", flush=True)
+    return EPOCH + timedelta(days=day + 1)  # a manual run's interval ends at its logical date
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--sqlite", help="path of the SQLite database file")
+    where.add_argument("--postgres", help="libpq URI of the PostgreSQL database")
+    parser.add_argument("--print-logical-date", action="store_true")
+    args = parser.parse_args()
+    if args.sqlite:
+        import sqlite3
+
+        with sqlite3.connect(args.sqlite) as conn:
+            logical = seed(conn, "?", "TEXT")
+    else:
+        import psycopg2
+
+        with psycopg2.connect(args.postgres) as conn:
+            logical = seed(conn, "%s", "TIMESTAMPTZ")
+    if args.print_logical_date:
+        print(logical.isoformat())
+
+
+if __name__ == "__main__":
+    main()

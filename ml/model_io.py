@@ -1,0 +1,70 @@
+"""Save and load scikit-learn models with skops (no pickle), byte-for-byte reproducibly.
+
+skops writes a zip whose entries carry the current time and whose object ids (and so
+array file names) are CPython ``id()`` values, so two saves of the same model differ. We
+renumber ids in order of first appearance and fix every timestamp, so that identical
+models have identical bytes and therefore identical digests (the registry de-duplicates
+on it).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+# Types skops does not trust by default but that allow-listed estimators contain.
+TRUSTED_TYPES = [
+    "numpy.dtype",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.tree._tree.Tree",
+]
+_FIXED_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+def _renumber(node, ids: dict[int, int], files: dict[str, str]):
+    """Replace every ``__id__`` (and the array file named after it) by a sequence number."""
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            if key == "__id__":
+                value = ids.setdefault(value, len(ids) + 1)
+            elif key == "file" and isinstance(value, str):
+                value = files.setdefault(value, f"a{len(files) + 1:06d}{value[value.rfind('.'):]}")
+            else:
+                value = _renumber(value, ids, files)
+            out[key] = value
+        return out
+    if isinstance(node, list):
+        return [_renumber(v, ids, files) for v in node]
+    return node
+
+
+def dumps(model) -> bytes:
+    import skops.io as sio
+
+    original = zipfile.ZipFile(io.BytesIO(sio.dumps(model)))
+    files: dict[str, str] = {}
+    schema = _renumber(json.loads(original.read("schema.json")), {}, files)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as normalised:
+        entries = {"schema.json": json.dumps(schema, sort_keys=True).encode()}
+        for info in original.infolist():
+            if info.filename != "schema.json":
+                entries[files.get(info.filename, info.filename)] = original.read(info.filename)
+        for name in sorted(entries):
+            fixed = zipfile.ZipInfo(name, date_time=_FIXED_TIME)
+            fixed.compress_type = zipfile.ZIP_DEFLATED
+            fixed.external_attr = 0o644 << 16
+            normalised.writestr(fixed, entries[name])
+    return out.getvalue()
+
+
+def loads(data: bytes):
+    """Load a model, refusing any type outside skops' defaults and TRUSTED_TYPES."""
+    import skops.io as sio
+
+    untrusted = [t for t in sio.get_untrusted_types(data=data) if t not in TRUSTED_TYPES]
+    if untrusted:
+        raise ValueError(f"model file contains types that are not trusted: {untrusted}")
+    return sio.loads(data, trusted=TRUSTED_TYPES)

@@ -1,0 +1,31 @@
+"""Read a snapshot artifact (Parquet parts + manifest) as one Arrow table, verified first."""
+
+from __future__ import annotations
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ml import artifacts
+
+
+def arrow_schema_fields(schema: pa.Schema) -> list[dict[str, str]]:
+    """The manifest's schema form: [{"name": ..., "type": ...}]."""
+    return [{"name": f.name, "type": str(f.type)} for f in schema]
+
+
+def read_snapshot(uri: str, fs: fsspec.AbstractFileSystem | None = None) -> tuple[artifacts.Manifest, pa.Table]:
+    manifest = artifacts.open_verified(uri, kind="snapshot", fs=fs)
+    parts = manifest.files_with_suffix(".parquet")
+    if not parts:
+        raise artifacts.ArtifactCorruptError(f"{uri}: snapshot manifest lists no .parquet file")
+    tables = []
+    for entry in parts:
+        with artifacts.open_file(manifest, entry, fs=fs) as f:
+            tables.append(pq.read_table(f))
+    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    if manifest.row_count is not None and table.num_rows != manifest.row_count:
+        raise artifacts.ArtifactCorruptError(
+            f"{uri}: manifest says {manifest.row_count} rows, files hold {table.num_rows}"
+        )
+    return manifest, table

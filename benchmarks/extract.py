@@ -1,0 +1,165 @@
+"""Extraction benchmark: SqlToParquetOperator vs pandas.read_sql + to_parquet vs raw COPY.
+
+Generates a table (default 2,000,000 rows x 12 columns, NaN and NULL sprinkled in) in a
+scratch database on the local PostgreSQL, then runs each method in a fresh process. Each
+imports its libraries first (a worker has them loaded); the timed region is connect +
+query + write. Peak RSS is the whole process, imports included. The operator also runs at
+twice the rows to show memory stays flat.
+
+    python benchmarks/extract.py [--rows 2000000] [--dsn postgresql://user@127.0.0.1:5432/postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+GENERATE = """
+CREATE UNLOGGED TABLE {table} AS
+SELECT g::bigint AS id,
+  random() AS f1, random() * 10 AS f2,
+  CASE WHEN g % 97 = 0 THEN 'NaN'::float8 ELSE random() END AS f3,
+  CASE WHEN g % 89 = 0 THEN NULL ELSE random() END AS f4,
+  random() AS f5, random() AS f6, random() AS f7,
+  (random() * 1000)::int AS n1, (g % 5)::int AS label,
+  CASE WHEN g % 7 = 0 THEN '' WHEN g % 11 = 0 THEN NULL ELSE 'cat_' || (g % 13) END AS category,
+  timestamptz '2026-01-01' + (g || ' seconds')::interval AS event_time
+FROM generate_series(1, {rows}) g;
+ANALYZE {table};
+"""
+
+# Each method is a small program run in its own interpreter; it prints one JSON line.
+RUNNER = r"""
+import json, resource, sys, time, os
+process_start = time.perf_counter()
+method, dsn, table, out = sys.argv[1:5]
+rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# 1. imports each method needs (a worker has them loaded already), outside the timed region
+if method == "operator":
+    os.environ["AIRFLOW_CONN_BENCH_SOURCE"] = dsn.replace("postgresql://", "postgres://")
+    import pendulum
+    from types import SimpleNamespace
+    import adbc_driver_postgresql.dbapi, pyarrow.parquet
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+    from operators.sql_to_parquet import SqlToParquetOperator
+elif method == "pandas":
+    import pandas as pd
+    import pyarrow.parquet
+    import sqlalchemy
+else:
+    import psycopg2
+imported_rss, t0 = rss(), time.perf_counter()
+# 2. the timed extraction: connect, query, write
+if method == "operator":
+    op = SqlToParquetOperator(task_id="extract", conn_id="bench_source", sql=f"SELECT * FROM {table}",
+                              snapshot_root=out)
+    class Outlets(dict):
+        def __missing__(self, k): return SimpleNamespace(extra={})
+    ctx = {"dag": SimpleNamespace(dag_id="bench"), "run_id": "bench", "logical_date": None,
+           "data_interval_start": pendulum.datetime(2026, 1, 1), "data_interval_end": pendulum.datetime(2026, 1, 2),
+           "outlet_events": Outlets()}
+    rows = op.execute(ctx)["row_count"]
+elif method == "pandas":
+    engine = sqlalchemy.create_engine(dsn.replace("postgresql://", "postgresql+psycopg2://"))
+    frame = pd.read_sql(f"SELECT * FROM {table}", engine)
+    frame.to_parquet(f"{out}/pandas.parquet")
+    rows = len(frame)
+elif method in ("copy_text", "copy_binary"):
+    fmt = "" if method == "copy_text" else " (FORMAT binary)"
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur, open(os.devnull, "wb") as sink:
+        cur.copy_expert(f"COPY (SELECT * FROM {table}) TO STDOUT{fmt}", sink)
+        rows = cur.rowcount
+end = time.perf_counter()
+print(json.dumps({"method": method, "rows": rows, "seconds": end - t0, "process_seconds": end - process_start,
+                  "peak_mib": rss(), "growth_mib": rss() - imported_rss}))
+"""
+
+
+def run(method: str, dsn: str, table: str) -> dict:
+    with tempfile.TemporaryDirectory(prefix="bench-extract-") as out:
+        proc = subprocess.run([sys.executable, "-c", RUNNER, method, dsn, table, out], cwd=REPO,
+                              capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+        if proc.returncode != 0:
+            raise SystemExit(f"{method} failed:\n{proc.stderr[-3000:]}")
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--dsn", default=os.environ.get("ML_BENCH_POSTGRES_DSN",
+                                                        f"postgresql://{getpass.getuser()}@127.0.0.1:5432/postgres"))
+    parser.add_argument("--repeat", type=int, default=2, help="runs per method; the best is reported")
+    args = parser.parse_args()
+
+    import psycopg2
+
+    db = f"bench_extract_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(args.dsn)
+    admin.autocommit = True
+    admin.cursor().execute(f'CREATE DATABASE "{db}"')
+    dsn = args.dsn.rsplit("/", 1)[0] + f"/{db}"
+    try:
+        with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+            for rows in (args.rows, 2 * args.rows):
+                cur.execute(GENERATE.format(table=f"rows_{rows}", rows=rows))
+        print(f"table: {args.rows:,} rows x 12 columns (and {2 * args.rows:,} for the flatness check)", flush=True)
+        results = {}
+        for method in ("copy_text", "copy_binary", "operator", "pandas"):
+            runs = [run(method, dsn, f"rows_{args.rows}") for _ in range(args.repeat if method != "pandas" else 1)]
+            results[method] = min(runs, key=lambda r: r["seconds"])
+            print(f"  {method:<12} {results[method]['seconds']:6.2f} s  {results[method]['peak_mib']:7.0f} MiB peak",
+                  flush=True)
+        results["operator_2x"] = run("operator", dsn, f"rows_{2 * args.rows}")
+    finally:
+        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        admin.close()
+
+    op, pandas, copy = results["operator"], results["pandas"], results["copy_text"]
+    for r in results.values():
+        assert r["rows"] in (args.rows, 2 * args.rows), r
+    print()
+    print("wall s: connect + query + write, libraries already imported (as in a worker); process s: the")
+    print("whole fresh interpreter. peak MiB: the process's peak RSS, imports included; +MiB: growth while extracting.")
+    print(f"{'method':<44}{'rows':>11}{'wall s':>9}{'process s':>11}{'peak MiB':>10}{'+MiB':>7}")
+    labels = {
+        "operator": "SqlToParquetOperator (ADBC COPY -> Parquet)",
+        "operator_2x": "SqlToParquetOperator, twice the rows",
+        "pandas": "pandas.read_sql + to_parquet",
+        "copy_text": "raw COPY ... TO STDOUT -> /dev/null",
+        "copy_binary": "raw COPY ... (FORMAT binary) -> /dev/null",
+    }
+    for key in ("operator", "operator_2x", "pandas", "copy_text", "copy_binary"):
+        r = results[key]
+        print(f"{labels[key]:<44}{r['rows']:>11,}{r['seconds']:>9.2f}{r['process_seconds']:>11.2f}"
+              f"{r['peak_mib']:>10.0f}{r['growth_mib']:>7.0f}")
+    speedup = pandas["seconds"] / op["seconds"]
+    vs_copy = op["seconds"] / copy["seconds"]
+    growth = results["operator_2x"]["growth_mib"] / max(op["growth_mib"], 1)
+    print()
+    checks = [
+        (f"{speedup:.1f}x faster than pandas (target >= 5x)", speedup >= 5),
+        (f"{vs_copy:.2f}x the time of raw text COPY (target <= 1.5x)", vs_copy <= 1.5),
+        (f"peak {op['peak_mib']:.0f} MiB (target < 300 MiB)", op["peak_mib"] < 300),
+        (f"memory used while extracting grows {growth:.2f}x when rows double (target: flat, <= 1.25x)",
+         growth <= 1.25),
+    ]
+    for text, ok in checks:
+        print(f"  [{'ok' if ok else 'MISS'}] {text}")
+    out = REPO / "benchmarks" / "results"
+    out.mkdir(exist_ok=True)
+    (out / "extract.json").write_text(json.dumps({"rows": args.rows, "results": results}, indent=2))
+    sys.exit(0 if all(ok for _, ok in checks) else 1)
+
+
+if __name__ == "__main__":
+    main()

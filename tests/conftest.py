@@ -1,0 +1,223 @@
+"""Shared fixtures: an isolated Airflow home, PostgreSQL, and the object-store stand-ins.
+
+PostgreSQL, in order: ``ML_TEST_POSTGRES_DSN`` if set; else a server on 127.0.0.1:5432
+(user ``$PGUSER``, or the current user); else a throwaway cluster started from the server
+binaries (``initdb``/``pg_ctl`` on PATH or under /usr/lib/postgresql/*/bin). Each test
+session works in databases it creates and drops.
+"""
+
+from __future__ import annotations
+
+import getpass
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+_AIRFLOW_HOME = tempfile.mkdtemp(prefix="ml-pipelines-airflow-")
+os.environ.update(
+    {
+        "AIRFLOW_HOME": _AIRFLOW_HOME,
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_AIRFLOW_HOME}/airflow.db",
+    }
+)
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+# gcsfs >= 2026.10 probes each bucket's type over gRPC (60 s timeout per call); the GCS
+# emulator speaks only the JSON API, so the tests use gcsfs' plain JSON-API filesystem.
+os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+def _can_connect(dsn: str) -> bool:
+    import psycopg2
+
+    try:
+        psycopg2.connect(dsn, connect_timeout=3).close()
+        return True
+    except psycopg2.OperationalError:
+        return False
+
+
+def _pg_bin(name: str) -> str | None:
+    return shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None)
+
+
+def _start_throwaway_cluster(stack: list) -> str:
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    if not (initdb and pg_ctl):
+        pytest.exit(
+            "PostgreSQL is needed by the tests: no server on 127.0.0.1:5432 and no initdb/pg_ctl found. "
+            "Install the server binaries (Debian/Ubuntu: apt-get install postgresql) or set "
+            "ML_TEST_POSTGRES_DSN=postgresql://user@host:port/db",
+            returncode=3,
+        )
+    data = tempfile.mkdtemp(prefix="ml-pipelines-pg-")
+    run_as: list[str] = []
+    user = getpass.getuser()
+    if os.geteuid() == 0:  # initdb refuses root: run the cluster as the 'postgres' system user
+        shutil.chown(data, "postgres")
+        run_as, user = ["runuser", "-u", "postgres", "--"], "postgres"
+    port = free_port()
+    subprocess.run([*run_as, initdb, "-D", data, "-A", "trust", "-U", user], check=True, capture_output=True)
+    subprocess.run(
+        [*run_as, pg_ctl, "-D", data, "-l", f"{data}/log", "-w", "-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1", "start"],
+        check=True, capture_output=True,
+    )
+    stack.append(lambda: subprocess.run([*run_as, pg_ctl, "-D", data, "-m", "immediate", "stop"], capture_output=True))
+    return f"postgresql://{user}@127.0.0.1:{port}/postgres"
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A libpq URI of a maintenance database on a server the tests may create databases on."""
+    cleanup: list = []
+    dsn = os.environ.get("ML_TEST_POSTGRES_DSN")
+    if not dsn:
+        local = f"postgresql://{os.environ.get('PGUSER', getpass.getuser())}@127.0.0.1:5432/postgres"
+        dsn = local if _can_connect(local) else _start_throwaway_cluster(cleanup)
+    yield dsn
+    for step in cleanup:
+        step()
+
+
+@pytest.fixture(scope="session")
+def make_database(postgres_server):
+    """Factory: a fresh database URI; all are dropped at the end of the session."""
+    import psycopg2
+
+    created: list[str] = []
+
+    def make(prefix: str = "mlp_test") -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+        conn = psycopg2.connect(postgres_server)
+        conn.autocommit = True
+        conn.cursor().execute(f'CREATE DATABASE "{name}"')
+        conn.close()
+        created.append(name)
+        return postgres_server.rsplit("/", 1)[0] + f"/{name}"
+
+    yield make
+    conn = psycopg2.connect(postgres_server)
+    conn.autocommit = True
+    for name in created:
+        conn.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.close()
+
+
+# --------------------------------------------------------------------------- object stores
+@pytest.fixture(scope="session")
+def moto_s3():
+    """moto in server mode (real HTTP, real boto/s3fs clients): the stand-in for AWS."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint}
+    yield SimpleNamespace(endpoint=endpoint, env=env)
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(moto_s3, monkeypatch):
+    """A fresh bucket; the AWS_* environment points every client (s3fs too) at moto."""
+    import boto3
+
+    for k, v in moto_s3.env.items():
+        monkeypatch.setenv(k, v)
+    name = f"b-{uuid.uuid4().hex[:10]}"
+    boto3.client("s3", endpoint_url=moto_s3.endpoint).create_bucket(Bucket=name)
+    import fsspec
+
+    fsspec.config.conf.pop("s3", None)
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+    return name
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator():
+    """gcp-storage-emulator over HTTP: the stand-in for Google Cloud Storage."""
+    from gcp_storage_emulator.server import create_server
+
+    port = free_port()
+    server = create_server("127.0.0.1", port, in_memory=True, default_bucket="ml-test")
+    server.start()
+    wait_for_port(port)
+    yield SimpleNamespace(endpoint=f"http://127.0.0.1:{port}", bucket="ml-test")
+    server.stop()
+
+
+@pytest.fixture
+def gcs_fs(gcs_emulator, monkeypatch):
+    import gcsfs
+
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator.endpoint)
+    gcsfs.GCSFileSystem.clear_instance_cache()
+    return gcsfs.GCSFileSystem(endpoint_url=gcs_emulator.endpoint, token="anon", project="test")
+
+
+# --------------------------------------------------------------------------- Airflow context
+@pytest.fixture
+def make_context():
+    """A task context with what the operators read (what the task runner would pass)."""
+    import pendulum
+
+    def make(start="2026-01-01T03:00:00+00:00", end="2026-01-02T03:00:00+00:00", run_id="manual__test", dag_id="test_dag"):
+        s = pendulum.parse(start) if start else None
+        e = pendulum.parse(end) if end else None
+        outlet_events: dict = {}
+
+        class Outlets(dict):
+            def __missing__(self, key):
+                self[key] = SimpleNamespace(extra={})
+                return self[key]
+
+        return {
+            "dag": SimpleNamespace(dag_id=dag_id),
+            "run_id": run_id,
+            "logical_date": e,
+            "data_interval_start": s,
+            "data_interval_end": e,
+            "outlet_events": Outlets(outlet_events),
+            "params": {},
+        }
+
+    return make
+
+
+@pytest.fixture
+def python() -> str:
+    return sys.executable

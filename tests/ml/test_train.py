@@ -1,0 +1,167 @@
+"""The trainer CLI: deterministic models, metrics, manifest, and one clear line on bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from ml import artifacts, model_io, train
+from tests.helpers import breast_cancer_table, diabetes_table, write_snapshot
+
+REPO = Path(__file__).resolve().parents[2]
+HGB = {"estimator": "HistGradientBoostingClassifier", "target": "target", "params": {"max_iter": 30}}
+
+
+@pytest.fixture(scope="module")
+def cancer_snapshot(tmp_path_factory):
+    uri = str(tmp_path_factory.mktemp("snap") / "cancer")
+    write_snapshot(uri, breast_cancer_table(), lineage={"dag_id": "d", "run_id": "r1"})
+    return uri
+
+
+def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ml.train", *args], capture_output=True, text=True, cwd=REPO,
+        env={**os.environ, **(env or {})}, timeout=300,
+    )
+
+
+def test_cli_trains_evaluates_and_writes_a_verified_model(cancer_snapshot, tmp_path):
+    out = str(tmp_path / "model")
+    proc = run_cli("--data", cancer_snapshot, "--output", out, "--config", json.dumps(HGB),
+                   "--lineage", json.dumps({"run_id": "r2", "task_id": "train"}))
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    manifest = artifacts.open_verified(out, kind="model")
+    assert result == {"model_uri": out, "digest": manifest.digest, "metrics": manifest.extra["metrics"]}
+    assert set(manifest.extra["metrics"]) == {"accuracy", "f1", "roc_auc"}
+    assert manifest.extra["metrics"]["roc_auc"] > 0.95
+    assert {f.name for f in manifest.files} == {"model.skops", "metrics.json", "config.json", "holdout.parquet"}
+    snapshot = artifacts.read_manifest(cancer_snapshot)
+    assert manifest.lineage["snapshot_digest"] == snapshot.digest == manifest.extra["snapshot_digest"]
+    assert manifest.lineage["run_id"] == "r2" and manifest.lineage["dag_id"] == "d"
+    assert [c["name"] for c in manifest.schema] == [c for c in breast_cancer_table().column_names if c != "target"]
+    assert manifest.extra["n_train"] + manifest.extra["n_test"] == 569 and manifest.row_count == manifest.extra["n_train"]
+    with artifacts.open_file(manifest, manifest.file("model.skops")) as f:
+        model = model_io.loads(f.read())
+    import pyarrow.parquet as pq
+
+    with artifacts.open_file(manifest, manifest.file("holdout.parquet")) as f:
+        holdout = pq.read_table(f)
+    assert holdout.num_rows == manifest.extra["n_test"]
+    X = holdout.drop(["target"]).to_pandas().to_numpy()
+    from sklearn.metrics import accuracy_score
+
+    assert accuracy_score(holdout.column("target").to_numpy(), model.predict(X)) == pytest.approx(
+        manifest.extra["metrics"]["accuracy"]
+    )
+
+
+def test_training_is_deterministic_so_the_model_digest_repeats(cancer_snapshot, tmp_path):
+    config = train.parse_config(HGB)
+    a = train.train(cancer_snapshot, str(tmp_path / "a"), config)
+    b = train.train(cancer_snapshot, str(tmp_path / "b"), config)
+    assert a["digest"] == b["digest"]
+    c = train.train(cancer_snapshot, str(tmp_path / "c"), train.parse_config({**HGB, "seed": 7}))
+    assert c["digest"] != a["digest"]
+
+
+def test_regression_metrics_and_feature_selection(tmp_path):
+    snap = str(tmp_path / "diabetes")
+    write_snapshot(snap, diabetes_table())
+    config = train.parse_config({"estimator": "Ridge", "target": "target", "features": ["bmi", "bp", "s5"]})
+    result = train.train(snap, str(tmp_path / "m"), config)
+    assert set(result["metrics"]) == {"rmse", "mae", "r2"}
+    assert result["metrics"]["r2"] > 0.3
+    manifest = artifacts.read_manifest(str(tmp_path / "m"))
+    assert [c["name"] for c in manifest.schema] == ["bmi", "bp", "s5"]
+
+
+def test_missing_values_are_imputed_or_handled_natively(tmp_path):
+    table = breast_cancer_table()
+    col = table.column("mean_radius").to_pylist()
+    col[::5] = [None] * len(col[::5])
+    table = table.set_column(0, "mean_radius", pa.array(col, pa.float64()))
+    snap = str(tmp_path / "holes")
+    write_snapshot(snap, table)
+    for estimator in ("LogisticRegression", "HistGradientBoostingClassifier"):
+        config = train.parse_config({"estimator": estimator, "target": "target", "params": {"max_iter": 300}})
+        assert train.train(snap, str(tmp_path / estimator), config)["metrics"]["accuracy"] > 0.9
+
+
+def test_xcom_return_file_is_written_when_its_folder_exists(cancer_snapshot, tmp_path, monkeypatch):
+    xcom = tmp_path / "airflow" / "xcom" / "return.json"
+    xcom.parent.mkdir(parents=True)
+    monkeypatch.setattr(train, "XCOM_RETURN", str(xcom))
+    result = train.train(cancer_snapshot, str(tmp_path / "m"), train.parse_config(HGB))
+    assert json.loads(xcom.read_text()) == result
+
+
+BAD_CONFIGS = [
+    ("{not json", "not valid JSON"),
+    (json.dumps({**HGB, "estimator": "os.system"}), "is not allowed; choose one of"),
+    (json.dumps({**HGB, "learning_rate": 0.1}), "unknown config keys ['learning_rate']"),
+    (json.dumps({**HGB, "params": {"max_iter": -3}}), "'max_iter' parameter of HistGradientBoostingClassifier"),
+    (json.dumps({**HGB, "params": {"n_trees": 3}}), "valid params are"),
+    (json.dumps({**HGB, "test_fraction": 1.5}), "strictly between 0 and 1"),
+    (json.dumps({"estimator": "Ridge"}), "needs 'target'"),
+    (json.dumps({**HGB, "target": "nope"}), "target column 'nope' is not in the snapshot"),
+    (json.dumps({**HGB, "features": ["mean_radius", "ghost"]}), "feature columns ['ghost'] are not in the snapshot"),
+]
+
+
+@pytest.mark.parametrize("config,message", BAD_CONFIGS, ids=[m for _, m in BAD_CONFIGS])
+def test_bad_config_exits_2_with_one_clear_line(cancer_snapshot, tmp_path, capsys, config, message):
+    out = tmp_path / "m"
+    code = train.main(["--data", cancer_snapshot, "--output", str(out), "--config", config])
+    assert code == 2
+    err = [l for l in capsys.readouterr().err.splitlines() if l.startswith("ml.train: error:")]
+    assert len(err) == 1 and message in err[0], err
+    assert not out.exists() or not artifacts.manifest_exists(str(out))
+
+
+def test_bad_config_message_on_stderr_from_the_real_cli(cancer_snapshot, tmp_path):
+    proc = run_cli("--data", cancer_snapshot, "--output", str(tmp_path / "m"),
+                   "--config", json.dumps({**HGB, "estimator": "SVC"}))
+    assert proc.returncode == 2
+    errors = [l for l in proc.stderr.splitlines() if l.startswith("ml.train: error:")]
+    assert len(errors) == 1 and "'SVC' is not allowed" in errors[0]
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "table,message",
+    [
+        (pa.table({"name": ["a", "b", "c", "d"], "target": [0, 1, 0, 1]}), "must be numeric or boolean"),
+        (pa.table({"x": [1.0, 2.0, 3.0, 4.0], "target": [1, 1, 1, 1]}), "single class"),
+    ],
+)
+def test_bad_data_exits_2(tmp_path, capsys, table, message):
+    snap = str(tmp_path / "s")
+    write_snapshot(snap, table)
+    code = train.main(["--data", snap, "--output", str(tmp_path / "m"), "--config",
+                       json.dumps({"estimator": "LogisticRegression", "target": "target"})])
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_snapshot_without_manifest_is_refused(tmp_path, capsys):
+    (tmp_path / "s").mkdir()
+    code = train.main(["--data", str(tmp_path / "s"), "--output", str(tmp_path / "m"), "--config", json.dumps(HGB)])
+    assert code == 2
+    assert "has no manifest.json" in capsys.readouterr().err
+
+
+def test_cli_reads_and_writes_s3_through_moto(s3_bucket, moto_s3):
+    snap = f"s3://{s3_bucket}/snapshots/cancer"
+    write_snapshot(snap, breast_cancer_table())
+    out = f"s3://{s3_bucket}/models/cancer"
+    proc = run_cli("--data", snap, "--output", out, "--config", json.dumps(HGB), env=moto_s3.env)
+    assert proc.returncode == 0, proc.stderr
+    assert artifacts.open_verified(out, kind="model").extra["metrics"]["accuracy"] > 0.9

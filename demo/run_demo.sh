@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
-DEMO="$ROOT/.demo"
+DEMO="${ML_DEMO_DIR:-$ROOT/.demo}"  # where the demo keeps its databases, artifacts and logs
 mkdir -p "$DEMO/airflow" "$DEMO/artifacts"
 
 export AIRFLOW_HOME="$DEMO/airflow"
@@ -30,7 +30,7 @@ echo "==> preparing Airflow's metadata database (SQLite)"
 echo "==> airflow dags test ml_training_pipeline $LOGICAL_DATE"
 "$AIRFLOW" dags test ml_training_pipeline "$LOGICAL_DATE" > "$DEMO/dags-test.log" 2>&1 || {
   tail -n 80 "$DEMO/dags-test.log"; echo "dags test failed; full log: $DEMO/dags-test.log" >&2; exit 1; }
-grep -E "Marking run|state=|\[trainer\].*trained|Registered|already registered" "$DEMO/dags-test.log" | tail -n 12 || true
+grep -oE "(Registered|already registered) [^\[]*" "$DEMO/dags-test.log" | tail -n 1 || true
 
 echo "==> the registered model version"
 "$PY" -m demo.report --artifacts "$DEMO/artifacts" --model-name "$ML_MODEL_NAME" \

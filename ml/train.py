@@ -172,6 +172,8 @@ def train(data_uri: str, output_uri: str, config: TrainingConfig, lineage: dict[
             "target": config.target,
             "target_type": str(table.schema.field(config.target).type),
             "classes": [c.item() if hasattr(c, "item") else c for c in getattr(model, "classes_", [])],
+            # features that had missing values in training: the only ones a server may accept as null
+            "features_with_missing": [f for i, f in enumerate(features) if bool(np.isnan(X[:, i]).any())],
             "metrics": metrics,
             "n_train": int(len(train_idx)),
             "n_test": int(len(test_idx)),

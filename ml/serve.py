@@ -1,0 +1,92 @@
+"""The model server: ``python -m ml.serve --model URI --host H --port P``.
+
+Serves one model artifact (``--model``), or follows a registry alias
+(``--registry-model NAME --alias production``, polling every ``--poll-seconds``). Every
+flag has an ``ML_SERVE_*`` environment variable; the admin token is only read from
+``ML_SERVE_ADMIN_TOKEN`` (never a flag, so it stays out of process listings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _env(name: str, default):
+    value = os.environ.get(f"ML_SERVE_{name}")
+    if value is None:
+        return default
+    return type(default)(value) if default is not None and not isinstance(default, bool) else (
+        value.lower() in ("1", "true", "yes") if isinstance(default, bool) else value)
+
+
+def parse_args(argv: list[str] | None = None):
+    from ml.serving.app import ServeConfig
+
+    d = ServeConfig()
+    p = argparse.ArgumentParser(prog="python -m ml.serve", description=__doc__.splitlines()[0])
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--model", default=_env("MODEL", None), help="model artifact URI to serve")
+    source.add_argument("--registry-model", default=_env("REGISTRY_MODEL", None), help="registered model to follow")
+    p.add_argument("--model-version", default=_env("MODEL_VERSION", None), help="version label of --model")
+    p.add_argument("--alias", default=_env("ALIAS", d.alias))
+    p.add_argument("--tracking-uri", default=_env("TRACKING_URI", os.environ.get("MLFLOW_TRACKING_URI")))
+    p.add_argument("--host", default=_env("HOST", "127.0.0.1"))
+    p.add_argument("--port", type=int, default=_env("PORT", 8080))
+    p.add_argument("--workers", type=int, default=_env("WORKERS", 1),
+                   help="processes; each batches on its own. Hot swaps go to one process: use 1 with the admin endpoint")
+    p.add_argument("--max-batch", type=int, default=_env("MAX_BATCH", d.max_batch), help="rows per predict call")
+    p.add_argument("--max-wait-ms", type=float, default=_env("MAX_WAIT_MS", d.max_wait_ms),
+                   help="longest wait for a batch to fill")
+    p.add_argument("--predict-threads", type=int, default=_env("PREDICT_THREADS", d.predict_threads),
+                   help="OpenMP/BLAS threads per predict; 1 keeps them from starving the event loop")
+    p.add_argument("--max-body-bytes", type=int, default=_env("MAX_BODY_BYTES", d.max_body_bytes))
+    p.add_argument("--max-rows", type=int, default=_env("MAX_ROWS", d.max_rows))
+    p.add_argument("--predict-timeout", type=float, default=_env("PREDICT_TIMEOUT", d.predict_timeout_s))
+    p.add_argument("--poll-seconds", type=float, default=_env("POLL_SECONDS", d.poll_seconds))
+    p.add_argument("--no-access-log", action="store_true", default=not _env("ACCESS_LOG", True))
+    args = p.parse_args(argv)
+    if not args.model and not args.registry_model:
+        p.error("give --model URI or --registry-model NAME (or ML_SERVE_MODEL / ML_SERVE_REGISTRY_MODEL)")
+    config = ServeConfig(
+        model_uri=args.model, model_version=args.model_version, registry_model=args.registry_model,
+        alias=args.alias, tracking_uri=args.tracking_uri, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+        predict_threads=args.predict_threads,
+        max_body_bytes=args.max_body_bytes, max_rows=args.max_rows, predict_timeout_s=args.predict_timeout,
+        poll_seconds=args.poll_seconds, admin_token=os.environ.get("ML_SERVE_ADMIN_TOKEN") or None,
+        access_log=not args.no_access_log,
+    )
+    return args, config
+
+
+_CONFIG = None
+
+
+def app_factory():
+    """For uvicorn's worker processes (``--workers`` > 1): the config travels in the environment."""
+    from ml.serving.app import ModelServer
+
+    _, config = parse_args(os.environ.get("ML_SERVE_ARGV", "").split("\x1f") if os.environ.get("ML_SERVE_ARGV") else [])
+    return ModelServer(config)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import uvicorn
+
+    from ml.serving.app import ModelServer
+
+    argv = sys.argv[1:] if argv is None else argv
+    args, config = parse_args(argv)
+    common = dict(host=args.host, port=args.port, log_level="warning", access_log=False, lifespan="on",
+                  timeout_graceful_shutdown=10, http="httptools")
+    if args.workers > 1:
+        os.environ["ML_SERVE_ARGV"] = "\x1f".join(argv)
+        uvicorn.run("ml.serve:app_factory", factory=True, workers=args.workers, **common)
+    else:
+        uvicorn.run(ModelServer(config), loop="uvloop", **common)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,4 +1,6 @@
-"""ml_training_pipeline: extract -> wait for snapshot -> train -> wait for model -> register.
+"""ml_training_pipeline: extract -> wait for snapshot -> train -> wait for model -> register
+-> evaluate (candidate vs production, same held-out rows) -> gate -> deploy (wait, smoke test,
+automatic rollback) -> promote (move the production alias), with every deploy in the ledger.
 
 Deployment settings come from the environment (read here, cheaply, at parse time); what a
 person may change per run is a Param in the trigger form. Heavy libraries are imported
@@ -11,10 +13,14 @@ import os
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, chain
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, chain, task
 
 from ml.training_config import ESTIMATORS
 from operators.artifact_sensor import ArtifactSensor
+from operators.deploy_steps import ENDPOINT, deploy_steps
+from operators.evaluate_model import DIRECTIONS, EvaluateModelOperator
+from operators.promote_model import PromoteModelOperator
 from operators.register_model import RegisterModelOperator
 from operators.sql_to_parquet import SqlToParquetOperator
 from operators.train_model import COMPUTES, TrainModelOperator
@@ -37,6 +43,7 @@ KUBERNETES = {
 # What the upstream task produced (its XCom return value), rendered at run time.
 SNAPSHOT_URI = "{{ ti.xcom_pull(task_ids='extract')['uri'] }}"
 MODEL_URI = "{{ ti.xcom_pull(task_ids='train')['model_uri'] }}"
+VERSION = "{{ ti.xcom_pull(task_ids='register')['version'] }}"
 
 snapshots = Asset(name=f"{MODEL_NAME}.snapshots", uri=f"{ARTIFACT_ROOT}/snapshots/{MODEL_NAME}")
 registered = Asset(name=f"{MODEL_NAME}.registered", uri=f"{ARTIFACT_ROOT}/models/{MODEL_NAME}")
@@ -69,6 +76,11 @@ with DAG(
         "gpu": Param(0, type="integer", minimum=0, description="kubernetes: nvidia.com/gpu count"),
         "model_name": Param(MODEL_NAME, type="string", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"),
         "source_table": Param("demo_training_rows", type="string", pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$"),
+        "metric": Param("accuracy", enum=["accuracy", "f1", "roc_auc", "rmse", "mae", "r2"],
+                        description="metric the gate compares"),
+        "direction": Param("maximize", enum=list(DIRECTIONS)),
+        "margin": Param(0.0, type="number", minimum=0, description="promote only if better by at least this"),
+        "deploy": Param(True, type="boolean", description=f"deploy a promoted model to endpoint {ENDPOINT}"),
     },
     tags=["ml", "training"],
 ) as dag:
@@ -105,4 +117,24 @@ with DAG(
         task_id="register", model_uri=MODEL_URI, model_name="{{ params.model_name }}",
         outlets=[registered],
     )
-    chain(extract, wait_for_snapshot, train, wait_for_model, register)
+    evaluate = EvaluateModelOperator(
+        task_id="evaluate", model_name="{{ params.model_name }}", version=VERSION, alias="production",
+        metric="{{ params.metric }}", direction="{{ params.direction }}", margin="{{ params.margin }}",
+    )
+
+    @task.branch(task_id="gate")
+    def gate(params=None, ti=None) -> str:
+        """Deploy only a candidate that beats production by the margin (and when deploying is on)."""
+        verdict = ti.xcom_pull(task_ids="evaluate")
+        print(f"gate: {verdict['metric']} candidate={verdict['candidate'][verdict['metric']]:.4f} "
+              f"production={verdict['champion'][verdict['metric']] if verdict['champion'] else None} "
+              f"-> {'promote' if verdict['promote'] else 'keep'}: {verdict['reason']}")
+        return "deploy" if verdict["promote"] and params["deploy"] else "skip_deploy"
+
+    deploy, record_ledger, watcher = deploy_steps(
+        model_name="{{ params.model_name }}", version=VERSION, reason="deploy after training run {{ run_id }}")
+    promote = PromoteModelOperator(task_id="promote", model_name="{{ params.model_name }}", version=VERSION,
+                                   aliases=["production"])
+    skip_deploy = EmptyOperator(task_id="skip_deploy")
+    chain(extract, wait_for_snapshot, train, wait_for_model, register, evaluate, gate(), [deploy, skip_deploy])
+    deploy >> promote

@@ -13,6 +13,7 @@ def main() -> int:
     parser.add_argument("--artifacts", required=True, help="local artifact root (a directory)")
     parser.add_argument("--model-name", required=True)
     parser.add_argument("--tracking-uri", required=True)
+    parser.add_argument("--endpoint-state", help="the local endpoint's state.json: show the URL and a prediction")
     args = parser.parse_args()
 
     from mlflow.tracking import MlflowClient
@@ -43,6 +44,41 @@ def main() -> int:
         "source": version.source,
         "run_id": version.tags.get("lineage.run_id"),
     }, indent=2))
+    if args.endpoint_state:
+        return report_endpoint(args.endpoint_state, newest)
+    return 0
+
+
+def report_endpoint(state_path: str, manifest) -> int:
+    """Show the endpoint: which version serves, how fast the deploy took, and a real prediction."""
+    import os
+    import shlex
+    import urllib.request
+
+    import pyarrow.parquet as pq
+
+    from ml import artifacts
+
+    if not os.path.exists(state_path):
+        print("no endpoint was deployed (the gate kept the current model, or deploy is off)")
+        return 0
+    with open(state_path) as f:
+        state = json.load(f)
+    served = state.get("served") or {}
+    with artifacts.open_file(manifest, manifest.file("holdout.parquet")) as f:
+        row = pq.read_table(f).slice(0, 1).to_pylist()[0]
+    names = [c["name"] for c in manifest.schema]
+    body = json.dumps({"instances": [[row[n] for n in names]]})
+    request = urllib.request.Request(state["url"] + "/invocations", data=body.encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        answer = json.loads(resp.read())
+    print()
+    print(f"endpoint {state['url']} serves version {served.get('version')} "
+          f"(deploy asked -> serving: {served.get('seconds_to_serve')} s)")
+    print("try it:")
+    print(f"  curl -s -X POST {state['url']}/invocations -H 'Content-Type: application/json' -d {shlex.quote(body)}")
+    print(f"prediction for a held-out row (true label {row[manifest.extra['target']]}): {json.dumps(answer)}")
     return 0
 
 

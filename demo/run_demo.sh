@@ -18,6 +18,8 @@ export AIRFLOW_CONN_ML_SOURCE="{\"conn_type\": \"sqlite\", \"host\": \"$DEMO/sou
 export AIRFLOW_CONN_MLFLOW_DEFAULT="{\"conn_type\": \"generic\", \"extra\": {\"tracking_uri\": \"sqlite:///$DEMO/mlflow.db\", \"artifact_location\": \"$DEMO/mlartifacts\"}}"
 export ML_ARTIFACT_ROOT="file://$DEMO/artifacts"
 export ML_MODEL_NAME="${ML_MODEL_NAME:-demo_classifier}"
+export ML_ENDPOINT="${ML_ENDPOINT:-demo-local}"
+export ML_ENDPOINTS_DIR="$DEMO/endpoints"   # the local endpoint's state, token and server log
 PY="$ROOT/.venv/bin/python"
 AIRFLOW="$ROOT/.venv/bin/airflow"
 
@@ -34,5 +36,5 @@ grep -oE "(Registered|already registered) [^\[]*" "$DEMO/dags-test.log" | tail -
 
 echo "==> the registered model version"
 "$PY" -m demo.report --artifacts "$DEMO/artifacts" --model-name "$ML_MODEL_NAME" \
-  --tracking-uri "sqlite:///$DEMO/mlflow.db"
+  --tracking-uri "sqlite:///$DEMO/mlflow.db" --endpoint-state "$ML_ENDPOINTS_DIR/$ML_ENDPOINT/state.json"
 echo "full DAG run log: $DEMO/dags-test.log"

@@ -182,8 +182,9 @@ class ModelServer:
             return 200, self.metrics.render(), b"text/plain; version=0.0.4"
         if path == "/openapi.json":
             if self._openapi is None:
-                names = self.current.schema.names if self.current else []
-                self._openapi = orjson.dumps(openapi_document(names))
+                schema = self.current.schema if self.current else None
+                self._openapi = orjson.dumps(openapi_document(schema.names if schema else [],
+                                                              schema.missing_ok if schema else []))
             return 200, self._openapi, b"application/json"
         if path == "/admin/model":
             return await self._admin(headers, receive)

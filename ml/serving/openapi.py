@@ -7,10 +7,13 @@ from typing import Any
 _ERROR = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
 
 
-def openapi_document(feature_names: list[str]) -> dict[str, Any]:
-    number = {"type": ["number", "null"]}
-    row = {"type": "array", "items": number, "minItems": len(feature_names), "maxItems": len(feature_names)}
-    record = {"type": "object", "properties": {n: number for n in feature_names},
+def openapi_document(feature_names: list[str], missing_ok: list[bool] | None = None) -> dict[str, Any]:
+    """Rows as positional arrays or records; ``null`` only where the model accepts a missing value."""
+    missing_ok = missing_ok or [False] * len(feature_names)
+    values = [{"type": ["number", "null"] if ok else "number"} for ok in missing_ok]
+    row = {"type": "array", "prefixItems": values, "items": False,
+           "minItems": len(feature_names), "maxItems": len(feature_names)}
+    record = {"type": "object", "properties": dict(zip(feature_names, values)),
               "required": feature_names, "additionalProperties": False}
     rows = {"type": "array", "items": {"oneOf": [row, record]}, "minItems": 1}
     err = lambda text: {"description": text, "content": {"application/json": {"schema": _ERROR}}}

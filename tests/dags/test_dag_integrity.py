@@ -31,20 +31,28 @@ def test_no_cycles_and_every_task_retries(dagbag):
         order = [t.task_id for t in dag.topological_sort()]  # raises on a cycle
         assert len(order) == len(dag.tasks)
         for task in dag.tasks:
-            assert task.retries >= 1, f"{dag_id}.{task.task_id} has no retries"
+            exempt = getattr(task, "no_retry_reason", None)  # deliberate, and says why
+            assert task.retries >= 1 or exempt, f"{dag_id}.{task.task_id} has no retries"
+            if exempt:
+                assert task.retries == 0
 
 
 def test_training_pipeline_shape_schedule_and_params(dagbag):
     dag = dagbag.dags["ml_training_pipeline"]
-    assert [t.task_id for t in dag.topological_sort()] == [
-        "extract", "wait_for_snapshot", "train", "wait_for_model", "register"]
+    order = [t.task_id for t in dag.topological_sort()]
+    assert order[:7] == ["extract", "wait_for_snapshot", "train", "wait_for_model", "register", "evaluate", "gate"]
+    assert set(order[7:]) == {"deploy", "skip_deploy", "promote", "record_ledger", "fail_if_deploy_failed"}
+    assert dag.get_task("gate").downstream_task_ids == {"deploy", "skip_deploy"}
+    assert dag.get_task("deploy").downstream_task_ids == {"promote", "record_ledger", "fail_if_deploy_failed"}
+    assert dag.get_task("record_ledger").trigger_rule == "all_done"
+    assert dag.get_task("fail_if_deploy_failed").trigger_rule == "one_failed"
     assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"  # backfills get real data intervals
     assert dag.max_active_runs == 1
     for task_id in ("wait_for_snapshot", "wait_for_model"):
         assert dag.get_task(task_id).deferrable
     params = dag.params
     params.validate()  # defaults satisfy their own schemas
-    assert {"estimator", "hyperparameters", "compute", "test_fraction"} <= set(params.keys())
+    assert {"estimator", "hyperparameters", "compute", "test_fraction", "metric", "direction", "margin"} <= set(params.keys())
     schema = params.get_param("compute").schema
     assert schema["enum"] == ["local", "kubernetes"]
     from airflow.sdk.exceptions import ParamValidationError
@@ -55,6 +63,13 @@ def test_training_pipeline_shape_schedule_and_params(dagbag):
         params.get_param("estimator").resolve("os.system")
     train = dag.get_task("train")
     assert train.retry_exponential_backoff and train.max_retry_delay
+
+
+def test_deploy_dag_reads_the_ledger_and_records_to_it(dagbag):
+    dag = dagbag.dags["ml_deploy"]
+    (ledger,) = dag.get_task("record_ledger").outlets
+    assert ledger in dag.get_task("resolve").inlets
+    assert dag.params.get_param("action").schema["enum"] == ["deploy", "rollback"]
 
 
 def _modules_after(code: str) -> set[str]:

@@ -1,0 +1,174 @@
+"""DeployModelOperator: deploy a registered version, wait until it serves, smoke-test it, and
+roll back by itself when anything fails, so a bad model never stays in front of users.
+
+Every outcome (deployed, rolled back, refused) is pushed to XCom under ``ledger`` before the
+task ends; ``record_ledger`` (see ``operators.deploy_ledger``) turns it into an asset event on
+the endpoint's asset, since Airflow emits outlet events only for successful tasks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class DeployModelOperator(BaseOperator):
+    """Deploy ``model_name`` ``version`` (or the version behind ``alias``) to ``endpoint``.
+
+    :param target: deploy target kind (``local``); ``target_settings`` are passed to it.
+    :param smoke_rows: held-out rows of the model artifact sent to /invocations after the swap.
+    :param min_smoke_accuracy: for classifiers, the smoke test fails below this accuracy.
+    :param wait_timeout: seconds to wait for the endpoint to report the new version.
+    :param reason: recorded in the ledger ("deploy", "rollback", ...).
+    """
+
+    template_fields: Sequence[str] = ("model_name", "version", "alias", "endpoint", "reason")
+    ui_color = "#ffd9d9"
+    no_retry_reason = "a failed deploy is already rolled back; retrying would put the bad version back in traffic"
+
+    def __init__(self, *, model_name: str, endpoint: str, version: str | None = None, alias: str | None = None,
+                 target: str = "local", target_settings: dict | None = None, mlflow_conn_id: str = "mlflow_default",
+                 smoke_rows: int = 32, min_smoke_accuracy: float | None = None, wait_timeout: float = 120,
+                 reason: str = "deploy", **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.model_name, self.endpoint, self.version, self.alias = model_name, endpoint, version, alias
+        self.target, self.target_settings, self.mlflow_conn_id = target, target_settings or {}, mlflow_conn_id
+        self.smoke_rows, self.min_smoke_accuracy = smoke_rows, min_smoke_accuracy
+        self.wait_timeout, self.reason = wait_timeout, reason
+
+    def _target(self):
+        from operators.deploy_targets import get_target
+
+        return get_target(self.target, self.endpoint, **self.target_settings)
+
+    def _resolve(self):
+        from operators.mlflow_tracking import mlflow_target
+
+        client = mlflow_target(self.mlflow_conn_id).client()
+        if self.version not in (None, "", "None"):
+            return client.get_model_version(self.model_name, str(self.version))
+        if self.alias:
+            return client.get_model_version_by_alias(self.model_name, self.alias)
+        raise AirflowFailException("give a version or an alias to deploy")
+
+    def _ledger(self, context: Context, **entry) -> dict:
+        record = {"endpoint": self.endpoint, "model": self.model_name, "run_id": context["run_id"],
+                  "at": datetime.now(timezone.utc).isoformat(), **entry}
+        context["ti"].xcom_push(key="ledger", value=record)
+        return record
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from operators.deploy_targets import DeployRefusedError
+        from operators.endpoint_trigger import EndpointVersionTrigger
+
+        mv = self._resolve()
+        version, uri = str(mv.version), mv.source
+        target = self._target()
+        previous = target.current()
+        if previous and previous.version == version and target.process_alive():
+            self.log.info("%s already serves %s version %s; nothing to do", self.endpoint, self.model_name, version)
+            return {"url": target.url, "version": version, "previous_version": version, "seconds_to_serve": 0.0}
+        asked = time.time()
+        self.log.info("Deploying %s version %s (%s) to %s; serving before: %s", self.model_name, version, uri,
+                      self.endpoint, previous.version if previous else "nothing")
+        try:
+            facts = target.deploy(uri, version)
+        except DeployRefusedError as exc:
+            self._ledger(context, version=version, previous_version=previous.version if previous else None,
+                         reason=self.reason, outcome="refused", detail=str(exc))
+            raise AirflowFailException(f"deploy refused, {previous.version if previous else 'nothing'} still "
+                                       f"serves: {exc}") from None
+        self.log.info("Deploy asked: %s", facts)
+        deadline = datetime.now(timezone.utc) + timedelta(seconds=self.wait_timeout)
+        # What verify() needs after the deferral, kept in XCom (survives worker and triggerer restarts).
+        context["ti"].xcom_push(key="in_flight", value={
+            "version": version, "uri": uri, "asked": asked,
+            "previous": {"version": previous.version, "uri": previous.uri} if previous else None})
+        self.defer(
+            trigger=EndpointVersionTrigger(target.url, version, deadline.isoformat(),
+                                           pid=facts.get("pid") if self.target == "local" else None),
+            method_name="verify",
+            timeout=timedelta(seconds=self.wait_timeout + 60),
+        )
+
+    def verify(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        state = context["ti"].xcom_pull(task_ids=self.task_id, key="in_flight")
+        version, uri, asked, previous = state["version"], state["uri"], state["asked"], state["previous"]
+        target = self._target()
+        seconds = time.time() - asked
+        if event["status"] != "serving":
+            reason = (f"endpoint did not report version {version} within {self.wait_timeout:.0f}s "
+                      f"({event['status']}; it reports {event.get('version')})")
+            self._roll_back(context, target, version, previous, reason)
+        try:
+            self._smoke_test(target.url, uri, version)
+        except AssertionError as exc:
+            self._roll_back(context, target, version, previous, f"smoke test failed: {exc}")
+        from operators.deploy_targets import Served
+
+        target.confirm(Served(version, uri), seconds_to_serve=round(seconds, 3), run_id=context["run_id"])
+        self.log.info("%s serves %s version %s at %s, %.2f s after the deploy was asked", self.endpoint,
+                      self.model_name, version, target.url, seconds)
+        self._ledger(context, version=version, previous_version=previous["version"] if previous else None,
+                     reason=self.reason, outcome="serving", seconds_to_serve=round(seconds, 3))
+        return {"url": target.url, "version": version, "previous_version": previous["version"] if previous else None,
+                "seconds_to_serve": round(seconds, 3)}
+
+    def _smoke_test(self, url: str, uri: str, version: str) -> None:
+        """Held-out rows in, one prediction per row out, from the new version; accuracy if asked."""
+        import json
+        import urllib.error
+        import urllib.request
+
+        import pyarrow.parquet as pq
+
+        from ml import artifacts
+
+        manifest = artifacts.read_manifest(uri, kind="model")
+        names = [c["name"] for c in manifest.schema]
+        with artifacts.open_file(manifest, manifest.file("holdout.parquet")) as f:
+            holdout = pq.read_table(f).slice(0, self.smoke_rows)
+        records = [{k: v for k, v in row.items() if k in names} for row in holdout.to_pylist()]
+        request = urllib.request.Request(url + "/invocations", data=json.dumps({"instances": records}).encode(),
+                                         headers={"Content-Type": "application/json"}, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as resp:
+                answer = json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            raise AssertionError(f"/invocations answered {exc.code}: {exc.read()[:300]!r}") from None
+        except OSError as exc:
+            raise AssertionError(f"/invocations unreachable: {exc}") from None
+        assert answer.get("model_version") == version, f"answered by version {answer.get('model_version')}"
+        predictions = answer.get("predictions", [])
+        assert len(predictions) == len(records), f"{len(predictions)} predictions for {len(records)} rows"
+        if self.min_smoke_accuracy is not None and manifest.extra.get("task") == "classification":
+            truth = holdout.column(manifest.extra["target"]).to_pylist()
+            accuracy = sum(p == t for p, t in zip(predictions, truth)) / len(truth)
+            assert accuracy >= self.min_smoke_accuracy, (
+                f"accuracy {accuracy:.3f} on {len(truth)} held-out rows is below {self.min_smoke_accuracy}")
+        self.log.info("Smoke test passed: %d held-out rows predicted by version %s", len(records), version)
+
+    def _roll_back(self, context: Context, target, version: str, previous: dict | None, reason: str):
+        if previous:
+            self.log.error("%s; rolling back to version %s", reason, previous["version"])
+            try:
+                target.deploy(previous["uri"], previous["version"])
+                outcome = "rolled_back"
+            except Exception as exc:  # noqa: BLE001 - report both failures
+                outcome = "rollback_failed"
+                reason = f"{reason}; rollback to {previous['version']} failed too: {exc}"
+        else:
+            self.log.error("%s; there is no previous version to roll back to", reason)
+            outcome = "failed_no_previous"
+        self._ledger(context, version=previous["version"] if previous else None, previous_version=version,
+                     reason=f"automatic rollback: {reason}", outcome=outcome, failed_version=version)
+        raise AirflowException(f"deploy of version {version} failed and was rolled back"
+                               f"{' to ' + previous['version'] if previous else ''}: {reason}")

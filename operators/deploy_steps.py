@@ -1,0 +1,31 @@
+"""The deploy steps both DAGs use: deploy (wait, smoke test, auto-rollback) -> ledger, + watcher."""
+
+from __future__ import annotations
+
+import os
+
+from airflow.sdk import Asset
+
+from operators.deploy_ledger import FailIfUpstreamFailedOperator, RecordLedgerOperator
+from operators.deploy_model import DeployModelOperator
+
+ENDPOINT = os.environ.get("ML_ENDPOINT", "local-default")
+DEPLOY_TARGET = os.environ.get("ML_DEPLOY_TARGET", "local")
+
+
+def endpoint_asset(endpoint: str = ENDPOINT) -> Asset:
+    """The ledger of an endpoint: one asset event per deploy or rollback."""
+    return Asset(name=f"endpoint.{endpoint}", uri=f"x-ml-endpoint://{DEPLOY_TARGET}/{endpoint}")
+
+
+def deploy_steps(*, model_name: str, version: str, reason: str, alias: str | None = None,
+                 min_smoke_accuracy: float | None = None, task_id: str = "deploy"):
+    """(deploy, record_ledger, watcher); wire upstream -> deploy, and deploy -> the other two."""
+    deploy = DeployModelOperator(
+        task_id=task_id, model_name=model_name, version=version, alias=alias, endpoint=ENDPOINT,
+        target=DEPLOY_TARGET, reason=reason, min_smoke_accuracy=min_smoke_accuracy, retries=0,
+    )
+    record = RecordLedgerOperator(task_id="record_ledger", deploy_task_id=task_id, outlets=[endpoint_asset()])
+    watcher = FailIfUpstreamFailedOperator(task_id="fail_if_deploy_failed")
+    deploy >> [record, watcher]
+    return deploy, record, watcher

@@ -29,3 +29,17 @@ def diabetes_table() -> pa.Table:
     from sklearn.datasets import load_diabetes
 
     return pa.Table.from_pandas(load_diabetes(as_frame=True).frame, preserve_index=False)
+
+
+class FakeTaskInstance:
+    """XCom push/pull between operator calls, as the task runner provides it."""
+
+    def __init__(self):
+        self.xcoms: dict[tuple[str | None, str], object] = {}
+        self.task_id = "deploy"
+
+    def xcom_push(self, key: str, value) -> None:
+        self.xcoms[(self.task_id, key)] = value
+
+    def xcom_pull(self, task_ids: str | None = None, key: str = "return_value"):
+        return self.xcoms.get((task_ids or self.task_id, key))

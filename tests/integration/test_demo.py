@@ -15,13 +15,31 @@ def run_demo(demo_dir: Path) -> dict:
                           env={**os.environ, "ML_DEMO_DIR": str(demo_dir)}, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = proc.stdout[proc.stdout.index("==> the registered model version"):]
-    return json.loads(report[report.index("{"): report.rindex("}") + 1])
+    summary = json.loads(report[report.index("{"): report.index("\n}") + 2])
+    summary["endpoint_report"] = report[report.index("\n}") + 2:]
+    return summary
 
 
-def test_demo_twice_registers_exactly_one_more_version(tmp_path):
+def test_demo_twice_registers_exactly_one_more_version_and_serves_it(tmp_path):
+    try:
+        _demo_twice(tmp_path)
+    finally:
+        from operators.deploy_targets.local import LocalServerTarget
+
+        LocalServerTarget("demo-local", state_dir=str(tmp_path / "endpoints" / "demo-local")).stop()
+
+
+def _demo_twice(tmp_path):
     first = run_demo(tmp_path)
     assert first["version"] == 1 and first["versions_in_registry"] == 1
     assert set(first["metrics"]) == {"accuracy", "f1", "roc_auc"} and first["metrics"]["accuracy"] > 0.9
     second = run_demo(tmp_path)
     assert second["version"] == 2 and second["versions_in_registry"] == 2
     assert second["model_digest"] != first["model_digest"] and second["n_train"] > first["n_train"]
+    for summary, version in ((first, 1), (second, 2)):
+        report = summary["endpoint_report"]
+        assert f"serves version {version} " in report and "curl -s -X POST http://127.0.0.1:" in report
+        prediction = json.loads(report[report.index('{"predictions"'):].splitlines()[0])
+        assert prediction["model_version"] == str(version) and prediction["predictions"][0] in (0, 1)
+    seconds = float(second["endpoint_report"].split("deploy asked -> serving: ")[1].split(" s)")[0])
+    assert seconds < 5

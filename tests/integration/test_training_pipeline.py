@@ -35,17 +35,23 @@ def pipeline_env(make_database, tmp_path_factory):
         "AIRFLOW_CONN_MLFLOW_DEFAULT": json.dumps({"conn_type": "generic", "extra": {"tracking_uri": registry}}),
         "ML_ARTIFACT_ROOT": f"file://{home}/artifacts",
         "ML_MODEL_NAME": "it_classifier",
+        "ML_ENDPOINT": "it-endpoint",
+        "ML_ENDPOINTS_DIR": str(home / "endpoints"),
     }
     for _ in range(2):
         subprocess.run([sys.executable, "-m", "demo.seed_source", "--postgres", source], cwd=REPO, env=env,
                        check=True, capture_output=True)
     subprocess.run([str(BIN / "airflow"), "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
-    return {"env": env, "home": home, "source": source, "registry": registry}
+    yield {"env": env, "home": home, "source": source, "registry": registry}
+    from operators.deploy_targets.local import LocalServerTarget
+
+    LocalServerTarget("it-endpoint", state_dir=str(home / "endpoints" / "it-endpoint")).stop()
 
 
-def dags_test(env: dict, home: Path) -> str:
+def dags_test(env: dict, home: Path, dag_id: str = "ml_training_pipeline", logical_date: str = LOGICAL_DATE,
+              conf: str = '{"compute": "local"}') -> str:
     proc = subprocess.run(
-        [str(BIN / "airflow"), "dags", "test", "ml_training_pipeline", LOGICAL_DATE, "--conf", '{"compute": "local"}'],
+        [str(BIN / "airflow"), "dags", "test", dag_id, logical_date, "--conf", conf],
         env=env, capture_output=True, text=True, timeout=600,
     )
     log = proc.stdout + proc.stderr
@@ -77,7 +83,9 @@ def test_pipeline_extracts_trains_and_registers_once_per_model(pipeline_env):
     assert version.tags["snapshot_digest"] == snapshot.digest
     assert version.tags["lineage.dag_id"] == "ml_training_pipeline"
     assert version.source == model_uri
-    assert client.get_run(version.run_id).data.metrics == pytest.approx(model.extra["metrics"])
+    run_metrics = client.get_run(version.run_id).data.metrics
+    assert {k: run_metrics[k] for k in model.extra["metrics"]} == pytest.approx(model.extra["metrics"])
+    assert run_metrics["eval_candidate_accuracy"] == pytest.approx(model.extra["metrics"]["accuracy"])
 
     # New rows arrive after the interval; re-running the same interval must change nothing.
     subprocess.run([sys.executable, "-m", "demo.seed_source", "--postgres", pipeline_env["source"]], cwd=REPO,
@@ -89,3 +97,39 @@ def test_pipeline_extracts_trains_and_registers_once_per_model(pipeline_env):
     partition_dir = home / "artifacts" / "snapshots" / "it_classifier" / PARTITION
     assert len([p for p in partition_dir.iterdir() if p.name.startswith("w-")]) == 1
     assert [v.version for v in client.search_model_versions("name = 'it_classifier'")] == [version.version]
+    assert "already holds 'production'" in log and "Skipping tasks [('deploy'" in log  # nothing new to deploy
+
+
+def endpoint(home: Path):
+    from operators.deploy_targets.local import LocalServerTarget
+
+    target = LocalServerTarget("it-endpoint", state_dir=str(home / "endpoints" / "it-endpoint"))
+    import urllib.request
+
+    with urllib.request.urlopen(target.url + "/ping", timeout=5) as resp:
+        return target, json.loads(resp.read())["model_version"]
+
+
+def test_gate_keeps_a_worse_v2_then_ml_deploy_deploys_it_and_rolls_back_from_the_ledger(pipeline_env):
+    env, home = pipeline_env["env"], pipeline_env["home"]
+    client = MlflowClient(tracking_uri=pipeline_env["registry"])
+    target, serving = endpoint(home)
+    assert serving == "1" and client.get_model_version_by_alias("it_classifier", "production").version in (1, "1")
+
+    log = dags_test(env, home, logical_date="2026-01-04T03:00:00+00:00")  # the next day's interval: new rows
+    assert "Registered it_classifier version 2" in log
+    # v2 scores lower than v1 on v2's held-out rows (deterministic data): the gate keeps v1 serving
+    assert "-> keep: improves by -" in log and "Skipping tasks [('deploy'" in log
+    assert endpoint(home)[1] == "1"
+    assert str(client.get_model_version_by_alias("it_classifier", "production").version) == "1"
+    assert client.get_model_version("it_classifier", "2").tags["eval.decision"] == "keep"
+
+    log = dags_test(env, home, dag_id="ml_deploy", logical_date="2026-02-01T00:00:00+00:00",
+                    conf='{"action": "deploy", "model": "it_classifier", "version": "2"}')
+    assert endpoint(home)[1] == "2"
+    assert "Ledger: {" in log and "'previous_version': '1'" in log
+
+    log = dags_test(env, home, dag_id="ml_deploy", logical_date="2026-02-02T00:00:00+00:00",
+                    conf='{"action": "rollback", "model": "it_classifier"}')
+    assert "rollback: the ledger says 1 served before the current version" in log
+    assert endpoint(home)[1] == "1"

@@ -1,0 +1,69 @@
+"""Champion/challenger decisions, evaluation recorded in a real MLflow registry, ledger logic."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ml import train
+from operators.deploy_ledger import version_before_current
+from operators.evaluate_model import EvaluateModelOperator, decide
+from operators.register_model import RegisterModelOperator
+from tests.helpers import breast_cancer_table, write_snapshot
+
+
+@pytest.mark.parametrize("candidate,champion,direction,margin,promote", [
+    (0.90, None, "maximize", 0.5, True),     # the first model bootstraps the alias
+    (0.95, 0.90, "maximize", 0.02, True),
+    (0.91, 0.90, "maximize", 0.02, False),
+    (0.90, 0.95, "maximize", 0.0, False),
+    (10.0, 12.0, "minimize", 1.0, True),     # e.g. RMSE: lower is better
+    (11.5, 12.0, "minimize", 1.0, False),
+])
+def test_decide(candidate, champion, direction, margin, promote):
+    assert decide(candidate, champion, direction, margin)[0] is promote
+
+
+def test_evaluate_scores_both_on_the_same_rows_and_records_them(tmp_path, monkeypatch, make_context):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps({"conn_type": "generic", "extra": {"tracking_uri": uri}}))
+    write_snapshot(str(tmp_path / "snap"), breast_cancer_table())
+    versions = {}
+    # same rows and split; the weak candidate sees one nearly useless feature
+    for name, features in (("good", None), ("bad", ["mean_fractal_dimension"])):
+        train.train(str(tmp_path / "snap"), str(tmp_path / name), train.parse_config(
+            {"estimator": "LogisticRegression", "target": "target", "params": {"max_iter": 500},
+             "features": features}))
+        versions[name] = RegisterModelOperator(task_id="r", model_uri=str(tmp_path / name),
+                                               model_name="m").execute(make_context())["version"]
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    first = EvaluateModelOperator(task_id="e", model_name="m", version=versions["good"]).execute(make_context())
+    assert first["promote"] and first["champion"] is None and "bootstraps" in first["reason"]
+    client.set_registered_model_alias("m", "production", versions["good"])
+    verdict = EvaluateModelOperator(task_id="e", model_name="m", version=versions["bad"], margin=0.01).execute(
+        make_context())
+    assert not verdict["promote"]
+    assert verdict["champion"]["version"] == versions["good"]
+    assert verdict["champion"]["accuracy"] > verdict["candidate"]["accuracy"] + 0.2
+    tags = client.get_model_version("m", versions["bad"]).tags
+    assert tags["eval.decision"] == "keep" and tags["eval.champion_version"] == versions["good"]
+    assert float(tags["eval.champion.accuracy"]) == pytest.approx(verdict["champion"]["accuracy"], abs=1e-6)
+    again = EvaluateModelOperator(task_id="e", model_name="m", version=versions["good"]).execute(make_context())
+    assert not again["promote"] and "already holds" in again["reason"]
+
+
+def test_version_before_current_reads_the_ledger():
+    ledger = [
+        {"outcome": "serving", "version": "1", "previous_version": None},
+        {"outcome": "serving", "version": "2", "previous_version": "1"},
+        {"outcome": "refused", "version": "3", "previous_version": "2"},
+    ]
+    assert version_before_current(ledger) == "1"
+    ledger.append({"outcome": "serving", "version": "3", "previous_version": "2"})
+    assert version_before_current(ledger) == "2"
+    ledger.append({"outcome": "rolled_back", "version": "2", "previous_version": "4", "failed_version": "4"})
+    assert version_before_current(ledger) == "1"  # v2 serves again; before v2 came v1
+    assert version_before_current([]) is None

@@ -6,7 +6,7 @@ VENV := .venv
 UV := .tools/bin/uv
 export UV_CACHE_DIR := $(CURDIR)/.cache/uv
 
-.PHONY: venv lock demo test benchmarks clean
+.PHONY: venv lock demo demo-stop test benchmarks clean
 
 venv: $(VENV)/.synced
 
@@ -33,9 +33,15 @@ demo: venv
 test: venv
 	$(VENV)/bin/python -m pytest tests
 
+# extract.py needs the local PostgreSQL; serving.py needs wrk (apt-get install wrk).
 benchmarks: venv
 	$(VENV)/bin/python benchmarks/dag_parse.py
 	$(VENV)/bin/python benchmarks/extract.py
+	$(VENV)/bin/python benchmarks/serving.py
 
-clean:
+# `make demo` leaves its model server running (that is the point); this stops it.
+demo-stop:
+	@[ ! -f .demo/endpoints/demo-local/state.json ] || $(VENV)/bin/python -c "from operators.deploy_targets.local import LocalServerTarget as T; T('demo-local', state_dir='.demo/endpoints/demo-local').stop()"
+
+clean: demo-stop
 	rm -rf .demo .pytest_cache

@@ -14,11 +14,13 @@ import sys
 
 
 def _env(name: str, default):
+    """``ML_SERVE_<name>`` converted to the type of ``default``; ``default`` when unset."""
     value = os.environ.get(f"ML_SERVE_{name}")
-    if value is None:
-        return default
-    return type(default)(value) if default is not None and not isinstance(default, bool) else (
-        value.lower() in ("1", "true", "yes") if isinstance(default, bool) else value)
+    if value is None or default is None:
+        return value if value is not None else default
+    if isinstance(default, bool):
+        return value.lower() in ("1", "true", "yes")
+    return type(default)(value)
 
 
 def parse_args(argv: list[str] | None = None):

@@ -214,10 +214,18 @@ class ModelServer:
             request = orjson.loads(body)
         except orjson.JSONDecodeError:
             request = None
-        if not isinstance(request, dict) or not isinstance(request.get("uri"), str):
-            raise InputError('admin body must be {"uri": "<model artifact URI>", "version": "<label>"}')
+        if not isinstance(request, dict) or not (isinstance(request.get("uri"), str) or (
+                self.config.registry_model and request.get("version") is not None)):
+            raise InputError('admin body must be {"uri": "<model artifact URI>", "version": "<label>"}, or '
+                             '{"version": "<registry version>"} when the server follows a registered model')
         try:
-            result = await self.swap(request["uri"], str(request["version"]) if request.get("version") else None)
+            uri = request.get("uri")
+            if uri is None:  # a version of the followed registered model: its source is the artifact
+                name, version = self.config.registry_model, str(request["version"])
+                mv = await asyncio.get_running_loop().run_in_executor(
+                    None, lambda: self._registry().get_model_version(name, version))
+                uri = mv.source
+            result = await self.swap(uri, str(request["version"]) if request.get("version") else None)
         except Exception as exc:
             serving = self.current.version if self.current else None
             return 422, orjson.dumps({"error": f"model refused: {exc}", "model_version": serving}), b"application/json"

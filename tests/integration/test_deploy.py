@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-import shutil
 import threading
 import time
 
@@ -39,10 +38,8 @@ def registry(tmp_path_factory):
             {"estimator": "HistGradientBoostingClassifier", "target": "target", "params": {"max_iter": 30},
              "seed": seed}))
         uris[name] = str(root / name)
-    tampered = root / "tampered"
-    shutil.copytree(uris["v2"], tampered)
-    manifest = artifacts.read_manifest(str(tampered))
-    train.train(str(root / "snap"), str(tampered), train.parse_config(  # new content, then corrupt it
+    tampered = root / "tampered"  # registered intact, corrupted afterwards
+    train.train(str(root / "snap"), str(tampered), train.parse_config(
         {"estimator": "HistGradientBoostingClassifier", "target": "target", "params": {"max_iter": 31}}))
     manifest = artifacts.read_manifest(str(tampered))
     uris["tampered"] = str(tampered)

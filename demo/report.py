@@ -55,9 +55,7 @@ def report_endpoint(state_path: str, manifest) -> int:
     import shlex
     import urllib.request
 
-    import pyarrow.parquet as pq
-
-    from ml import artifacts
+    from ml.model_io import read_holdout
 
     if not os.path.exists(state_path):
         print("no endpoint was deployed (the gate kept the current model, or deploy is off)")
@@ -65,8 +63,7 @@ def report_endpoint(state_path: str, manifest) -> int:
     with open(state_path) as f:
         state = json.load(f)
     served = state.get("served") or {}
-    with artifacts.open_file(manifest, manifest.file("holdout.parquet")) as f:
-        row = pq.read_table(f).slice(0, 1).to_pylist()[0]
+    row = read_holdout(manifest, rows=1).to_pylist()[0]
     names = [c["name"] for c in manifest.schema]
     body = json.dumps({"instances": [[row[n] for n in names]]})
     request = urllib.request.Request(state["url"] + "/invocations", data=body.encode(), method="POST",

@@ -68,3 +68,23 @@ def loads(data: bytes):
     if untrusted:
         raise ValueError(f"model file contains types that are not trusted: {untrusted}")
     return sio.loads(data, trusted=TRUSTED_TYPES)
+
+
+def load_verified_model(uri: str, fs=None):
+    """(manifest, estimator) of a model artifact, every file digest verified first."""
+    from ml import artifacts
+
+    manifest = artifacts.open_verified(uri, kind="model", fs=fs)
+    with artifacts.open_file(manifest, manifest.file("model.skops"), fs=fs) as f:
+        return manifest, loads(f.read())
+
+
+def read_holdout(manifest, columns: list[str] | None = None, rows: int | None = None, fs=None):
+    """The held-out rows the trainer saved beside the model (an Arrow table)."""
+    import pyarrow.parquet as pq
+
+    from ml import artifacts
+
+    with artifacts.open_file(manifest, manifest.file("holdout.parquet"), fs=fs) as f:
+        table = pq.read_table(f, columns=columns)
+    return table if rows is None else table.slice(0, rows)

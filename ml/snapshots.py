@@ -29,3 +29,10 @@ def read_snapshot(uri: str, fs: fsspec.AbstractFileSystem | None = None) -> tupl
             f"{uri}: manifest says {manifest.row_count} rows, files hold {table.num_rows}"
         )
     return manifest, table
+
+
+def feature_matrix(table: pa.Table, names: list[str]):
+    """The float64 matrix of ``names`` (in that order); nulls become NaN."""
+    import numpy as np
+
+    return np.column_stack([table.column(n).cast("float64").to_numpy(zero_copy_only=False) for n in names])

@@ -61,8 +61,9 @@ def select_columns(table, config: TrainingConfig) -> list[str]:
 
 
 def to_matrices(table, features: list[str], target: str):
-    import numpy as np
     import pyarrow.compute as pc
+
+    from ml.snapshots import feature_matrix
 
     y_col = table.column(target)
     if y_col.null_count:
@@ -71,9 +72,7 @@ def to_matrices(table, features: list[str], target: str):
         y_col = table.column(target)
     if table.num_rows == 0:
         raise DataError("the snapshot has no rows with a non-null target")
-    X = np.column_stack(
-        [table.column(c).cast("float64").to_numpy(zero_copy_only=False) for c in features]
-    ).astype("float64", copy=False)
+    X = feature_matrix(table, features)
     y = y_col.to_numpy(zero_copy_only=False)
     return table, X, y
 

@@ -128,15 +128,13 @@ class DeployModelOperator(BaseOperator):
         import urllib.error
         import urllib.request
 
-        import pyarrow.parquet as pq
-
         from ml import artifacts
+        from ml.model_io import read_holdout
 
         manifest = artifacts.read_manifest(uri, kind="model")
         names = [c["name"] for c in manifest.schema]
-        with artifacts.open_file(manifest, manifest.file("holdout.parquet")) as f:
-            holdout = pq.read_table(f).slice(0, self.smoke_rows)
-        records = [{k: v for k, v in row.items() if k in names} for row in holdout.to_pylist()]
+        holdout = read_holdout(manifest, rows=self.smoke_rows)
+        records = holdout.select(names).to_pylist()
         request = urllib.request.Request(url + "/invocations", data=json.dumps({"instances": records}).encode(),
                                          headers={"Content-Type": "application/json"}, method="POST")
         try:

@@ -56,14 +56,18 @@ class EvaluateModelOperator(BaseOperator):
             champion = client.get_model_version_by_alias(self.model_name, self.alias)
         except MlflowException:
             champion = None
-        holdout, target_column, names = self._holdout(candidate.source)
-        cand_scores = self._score(candidate.source, holdout, target_column, names)
+        from ml.model_io import load_verified_model, read_holdout
+
+        cand_manifest, cand_model = load_verified_model(candidate.source)
+        holdout = read_holdout(cand_manifest)
+        target_column = cand_manifest.extra["target"]
+        cand_scores = self._score(cand_manifest, cand_model, holdout, target_column)
         if self.metric not in cand_scores:
             raise AirflowFailException(f"metric {self.metric!r} is not computed for this model; "
                                        f"choose one of {sorted(cand_scores)}")
         champ_scores = None
         if champion is not None and str(champion.version) != str(candidate.version):
-            champ_scores = self._score(champion.source, holdout, target_column, names)
+            champ_scores = self._score(*load_verified_model(champion.source), holdout, target_column)
         promote, why = decide(cand_scores[self.metric], champ_scores[self.metric] if champ_scores else None,
                               self.direction, float(self.margin))
         if champion is not None and str(champion.version) == str(candidate.version):
@@ -89,30 +93,15 @@ class EvaluateModelOperator(BaseOperator):
                 "champion": {"version": str(champion.version), **champ_scores} if champ_scores else None}
 
     @staticmethod
-    def _holdout(uri: str):
-        import pyarrow.parquet as pq
-
-        from ml import artifacts
-
-        manifest = artifacts.open_verified(uri, kind="model")
-        with artifacts.open_file(manifest, manifest.file("holdout.parquet")) as f:
-            table = pq.read_table(f)
-        return table, manifest.extra["target"], [c["name"] for c in manifest.schema]
-
-    @staticmethod
-    def _score(uri: str, holdout, target_column: str, candidate_features: list[str]) -> dict[str, float]:
-        import numpy as np
-
-        from ml import artifacts, model_io
+    def _score(manifest, model, holdout, target_column: str) -> dict[str, float]:
+        """The model's held-out metrics on the candidate's held-out rows."""
+        from ml.snapshots import feature_matrix
         from ml.train import evaluate
 
-        manifest = artifacts.open_verified(uri, kind="model")
         names = [c["name"] for c in manifest.schema]
         missing = [n for n in names if n not in holdout.column_names]
         if missing:
-            raise AirflowFailException(f"model {uri} needs features {missing} that the held-out rows lack")
-        with artifacts.open_file(manifest, manifest.file("model.skops")) as f:
-            model = model_io.loads(f.read())
-        X = np.column_stack([holdout.column(n).cast("float64").to_numpy(zero_copy_only=False) for n in names])
+            raise AirflowFailException(f"model {manifest.uri} needs features {missing} that the held-out rows lack")
+        X = feature_matrix(holdout, names)
         y = holdout.column(target_column).to_numpy(zero_copy_only=False)
         return evaluate(model, X, y, manifest.extra.get("task", "classification"))

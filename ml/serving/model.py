@@ -32,21 +32,16 @@ def load_model(uri: str, version: str | None = None) -> LoadedModel:
     Raises (ArtifactError, ValueError) without side effects, so a failed load leaves the
     currently served model in place.
     """
-    import pyarrow.parquet as pq
-
-    from ml import artifacts, model_io
+    from ml.model_io import load_verified_model, read_holdout
+    from ml.snapshots import feature_matrix
 
     started = time.perf_counter()
-    manifest = artifacts.open_verified(uri, kind="model")
-    with artifacts.open_file(manifest, manifest.file("model.skops")) as f:
-        estimator = model_io.loads(f.read())
+    manifest, estimator = load_verified_model(uri)
     names = [c["name"] for c in manifest.schema]
     schema = FeatureSchema(names, set(manifest.extra.get("features_with_missing", [])))
     warm = np.zeros((1, len(names)))
     if any(e.name == "holdout.parquet" for e in manifest.files):
-        with artifacts.open_file(manifest, manifest.file("holdout.parquet")) as f:
-            holdout = pq.read_table(f, columns=names).slice(0, 16)
-        warm = np.column_stack([holdout.column(n).cast("float64").to_numpy(zero_copy_only=False) for n in names])
+        warm = feature_matrix(read_holdout(manifest, columns=names, rows=16), names)
     estimator.predict(warm)  # first-call costs paid here, not by a user request
     return LoadedModel(
         version=version or manifest.digest[:12], uri=uri, digest=manifest.digest, schema=schema,

@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 from operators.deploy_targets.base import DeployRefusedError, DeployTarget, Served
+from operators.endpoint_trigger import pid_alive, ping
 
 
 def default_state_dir() -> Path:
@@ -75,14 +76,8 @@ class LocalServerTarget(DeployTarget):
 
     def process_alive(self) -> bool | None:
         pid = self._state().get("pid")
-        if not pid:
+        if not pid or not pid_alive(pid):
             return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
         try:  # a zombie child of this process counts as dead
             return os.waitpid(pid, os.WNOHANG) == (0, 0)
         except ChildProcessError:
@@ -90,16 +85,9 @@ class LocalServerTarget(DeployTarget):
 
     # ------------------------------------------------------------------ actions
     def deploy(self, uri: str, version: str) -> dict:
-        if self.process_alive() and self._answers():
+        if self.process_alive() and ping(self.url) is not None:  # ping: a 200 answer, else None
             return self._swap(uri, version)
         return self._start(uri, version)
-
-    def _answers(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.url + "/ping", timeout=2) as resp:
-                return resp.status == 200
-        except (OSError, urllib.error.URLError):
-            return False
 
     def _swap(self, uri: str, version: str) -> dict:
         request = urllib.request.Request(

@@ -6,7 +6,9 @@ VENV := .venv
 UV := .tools/bin/uv
 export UV_CACHE_DIR := $(CURDIR)/.cache/uv
 
-.PHONY: venv lock demo demo-stop test benchmarks clean
+PORT ?= 8080
+
+.PHONY: venv lock demo demo-stop test benchmarks clean airflow airflow-stop stack stack-stop container-tools
 
 venv: $(VENV)/.synced
 
@@ -30,7 +32,20 @@ lock: $(UV)
 demo: venv
 	bash demo/run_demo.sh
 
-test: venv
+# The container tests start their own engine (demo/container_engine.py); this installs Debian's
+# engines and debootstrap when they are missing and apt-get can (root on Debian/Ubuntu).
+CONTAINER_TOOLS := dockerd:docker.io containerd:containerd runc:runc docker-compose:docker-compose \
+                   debootstrap:debootstrap podman:podman catatonit:catatonit iptables:iptables
+container-tools:
+	@missing=""; for pair in $(CONTAINER_TOOLS); do command -v $${pair%%:*} >/dev/null || [ -x /usr/libexec/podman/$${pair%%:*} ] \
+	  || missing="$$missing $${pair##*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing container tools:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else echo "warning: missing$$missing; the container tests will say what is needed" >&2; fi; fi
+
+test: venv container-tools
 	$(VENV)/bin/python -m pytest tests
 
 # extract.py needs the local PostgreSQL; serving.py needs wrk (apt-get install wrk).
@@ -38,10 +53,19 @@ benchmarks: venv
 	$(VENV)/bin/python benchmarks/dag_parse.py
 	$(VENV)/bin/python benchmarks/extract.py
 	$(VENV)/bin/python benchmarks/serving.py
+	$(VENV)/bin/python benchmarks/pipeline.py
 
 # `make demo` leaves its model server running (that is the point); this stops it.
 demo-stop:
 	@[ ! -f .demo/endpoints/demo-local/state.json ] || $(VENV)/bin/python -c "from operators.deploy_targets.local import LocalServerTarget as T; T('demo-local', state_dir='.demo/endpoints/demo-local').stop()"
 
-clean: demo-stop
+clean: airflow-stop demo-stop
 	rm -rf .demo .pytest_cache
+
+# A real local Airflow (api-server, scheduler, dag-processor, triggerer; LocalExecutor) on the
+# demo's embedded defaults, in .demo/. Prints the UI's URL, user and password.
+airflow: venv
+	$(VENV)/bin/python -m demo.local_airflow start --port $(PORT)
+
+airflow-stop:
+	@[ ! -x $(VENV)/bin/python ] || $(VENV)/bin/python -m demo.local_airflow stop

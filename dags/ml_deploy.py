@@ -25,7 +25,8 @@ with DAG(
         "model": Param(MODEL_NAME, type="string", description="registered model name"),
         "version": Param(None, type=["null", "string"], description="version to deploy (or give an alias)"),
         "alias": Param(None, type=["null", "string"], description="alias to deploy, e.g. production"),
-        "endpoint": Param(ENDPOINT, enum=[ENDPOINT], description="endpoint (set by ML_ENDPOINT)"),
+        "endpoint": Param(ENDPOINT, enum=[ENDPOINT], description="endpoint (its ledger is endpoint.<name>; "
+                                                                 "set by ML_ENDPOINT)"),
         "action": Param("deploy", enum=["deploy", "rollback"]),
     },
     tags=["ml", "deploy"],
@@ -47,15 +48,13 @@ with DAG(
         ledger = [e.extra for e in events if e.extra.get("model") == params["model"]]
         previous = version_before_current(ledger)
         if previous is None:
-            raise AirflowFailException(f"the ledger of {ENDPOINT} has no earlier version of {params['model']} "
-                                       f"to roll back to ({len(ledger)} entries); give a version")
+            raise AirflowFailException(f"the ledger of {params['endpoint']} has no earlier version of "
+                                       f"{params['model']} to roll back to ({len(ledger)} entries); give a version")
         print(f"rollback: the ledger says {previous} served before the current version")
         return {"version": previous, "alias": None, "reason": "rollback (from the ledger)"}
 
     target = resolve()
     deploy, record_ledger, watcher = deploy_steps(
-        model_name="{{ params.model }}", version="{{ ti.xcom_pull(task_ids='resolve')['version'] }}",
-        alias="{{ ti.xcom_pull(task_ids='resolve')['alias'] }}",
-        reason="{{ ti.xcom_pull(task_ids='resolve')['reason'] }} by {{ run_id }}",
+        model_name="{{ params.model }}", version=target["version"], alias=target["alias"],
+        endpoint="{{ params.endpoint }}", reason=target["reason"],  # the ledger records the run id too
     )
-    target >> deploy

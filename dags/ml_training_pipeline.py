@@ -1,6 +1,7 @@
 """ml_training_pipeline: extract -> wait for snapshot -> train -> wait for model -> register
--> evaluate (candidate vs production, same held-out rows) -> gate -> deploy (wait, smoke test,
-automatic rollback) -> promote (move the production alias), with every deploy in the ledger.
+-> evaluate (candidate vs production, same held-out rows) -> gate -> promote (move the
+production alias) -> deploy if Param ``deploy`` (wait, smoke test, automatic rollback), with
+every deploy in the ledger. Task results travel as XComArgs (``task.output[...]``).
 
 Deployment settings come from the environment (read here, cheaply, at parse time); what a
 person may change per run is a Param in the trigger form. Heavy libraries are imported
@@ -14,7 +15,7 @@ from datetime import timedelta
 
 import pendulum
 from airflow.providers.standard.operators.empty import EmptyOperator
-from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, chain, task
+from airflow.sdk import DAG, AssetAlias, CronDataIntervalTimetable, Param, chain, task
 
 from ml.training_config import ESTIMATORS
 from operators.artifact_sensor import ArtifactSensor
@@ -40,17 +41,16 @@ KUBERNETES = {
     "env_from_secrets": [s for s in os.environ.get("ML_K8S_ENV_SECRETS", "").split(",") if s],
 }
 
-# What the upstream task produced (its XCom return value), rendered at run time.
-SNAPSHOT_URI = "{{ ti.xcom_pull(task_ids='extract')['uri'] }}"
-MODEL_URI = "{{ ti.xcom_pull(task_ids='train')['model_uri'] }}"
-VERSION = "{{ ti.xcom_pull(task_ids='register')['version'] }}"
+RETRY_DELAY = timedelta(seconds=float(os.environ.get("ML_RETRY_DELAY_SECONDS", "30")))
 
-snapshots = Asset(name=f"{MODEL_NAME}.snapshots", uri=f"{ARTIFACT_ROOT}/snapshots/{MODEL_NAME}")
-registered = Asset(name=f"{MODEL_NAME}.registered", uri=f"{ARTIFACT_ROOT}/models/{MODEL_NAME}")
+# Assets are named at run time from the same rendered values as the paths (see
+# operators/asset_events.py): a run for another model records events on that model's assets.
+snapshot_events = AssetAlias("ml_training_pipeline.snapshots")
+registered_events = AssetAlias("ml_training_pipeline.registered")
 
 with DAG(
     dag_id="ml_training_pipeline",
-    description="Extract training rows, train a scikit-learn model, register it in MLflow",
+    description="Extract training rows, train a scikit-learn model, register, evaluate, promote and deploy it",
     schedule=CronDataIntervalTimetable(SCHEDULE, timezone="UTC"),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=CATCHUP,
@@ -58,7 +58,7 @@ with DAG(
     render_template_as_native_obj=True,  # Params keep their JSON types inside templated dicts
     default_args={
         "retries": 2,
-        "retry_delay": timedelta(seconds=30),
+        "retry_delay": RETRY_DELAY,
         "retry_exponential_backoff": 2.0,
         "max_retry_delay": timedelta(minutes=10),
     },
@@ -80,7 +80,8 @@ with DAG(
                         description="metric the gate compares"),
         "direction": Param("maximize", enum=list(DIRECTIONS)),
         "margin": Param(0.0, type="number", minimum=0, description="promote only if better by at least this"),
-        "deploy": Param(True, type="boolean", description=f"deploy a promoted model to endpoint {ENDPOINT}"),
+        "deploy": Param(True, type="boolean",
+                        description=f"deploy a promoted version to endpoint {ENDPOINT} (the gate decides promotion)"),
     },
     tags=["ml", "training"],
 ) as dag:
@@ -89,15 +90,16 @@ with DAG(
         conn_id=SOURCE_CONN_ID,
         sql="sql/training_rows.sql",
         snapshot_root=ARTIFACT_ROOT + "/snapshots/{{ params.model_name }}",
-        outlets=[snapshots],
+        asset_name="{{ params.model_name }}.snapshots",
+        outlets=[snapshot_events],
     )
     wait_for_snapshot = ArtifactSensor(
-        task_id="wait_for_snapshot", uri=SNAPSHOT_URI, kind="snapshot", poke_interval=10, timeout=3600
+        task_id="wait_for_snapshot", uri=extract.output["uri"], kind="snapshot", poke_interval=10, timeout=3600
     )
     train = TrainModelOperator(
         task_id="train",
-        data_uri=SNAPSHOT_URI,
-        output_uri=ARTIFACT_ROOT + "/models/{{ params.model_name }}/{{ ti.xcom_pull(task_ids='extract')['partition'] }}",
+        data_uri=extract.output["uri"],
+        output_root=ARTIFACT_ROOT + "/models/{{ params.model_name }}",  # + the snapshot's partition
         config={
             "estimator": "{{ params.estimator }}",
             "params": "{{ params.hyperparameters }}",
@@ -111,30 +113,39 @@ with DAG(
         execution_timeout=timedelta(hours=4),
     )
     wait_for_model = ArtifactSensor(
-        task_id="wait_for_model", uri=MODEL_URI, kind="model", poke_interval=10, timeout=3600
+        task_id="wait_for_model", uri=train.output["model_uri"], kind="model", poke_interval=10, timeout=3600
     )
     register = RegisterModelOperator(
-        task_id="register", model_uri=MODEL_URI, model_name="{{ params.model_name }}",
-        outlets=[registered],
+        task_id="register", model_uri=train.output["model_uri"], model_name="{{ params.model_name }}",
+        asset_name="{{ params.model_name }}.registered", outlets=[registered_events],
     )
     evaluate = EvaluateModelOperator(
-        task_id="evaluate", model_name="{{ params.model_name }}", version=VERSION, alias="production",
-        metric="{{ params.metric }}", direction="{{ params.direction }}", margin="{{ params.margin }}",
+        task_id="evaluate", model_name="{{ params.model_name }}", version=register.output["version"],
+        alias="production", metric="{{ params.metric }}", direction="{{ params.direction }}",
+        margin="{{ params.margin }}",
     )
 
     @task.branch(task_id="gate")
-    def gate(params=None, ti=None) -> str:
-        """Deploy only a candidate that beats production by the margin (and when deploying is on)."""
-        verdict = ti.xcom_pull(task_ids="evaluate")
+    def gate(verdict: dict) -> str:
+        """Promote only a candidate that beats production by the margin."""
         print(f"gate: {verdict['metric']} candidate={verdict['candidate'][verdict['metric']]:.4f} "
               f"production={verdict['champion'][verdict['metric']] if verdict['champion'] else None} "
               f"-> {'promote' if verdict['promote'] else 'keep'}: {verdict['reason']}")
-        return "deploy" if verdict["promote"] and params["deploy"] else "skip_deploy"
+        return "promote" if verdict["promote"] else "keep_production"
+
+    promote = PromoteModelOperator(task_id="promote", model_name="{{ params.model_name }}",
+                                   version=register.output["version"], aliases=["production"])
+    keep_production = EmptyOperator(task_id="keep_production")
+
+    @task.branch(task_id="deploy_or_not")
+    def deploy_or_not(params=None) -> str:
+        """The promoted version goes to the endpoint when Param ``deploy`` is on."""
+        return "deploy" if params["deploy"] else "skip_deploy"
 
     deploy, record_ledger, watcher = deploy_steps(
-        model_name="{{ params.model_name }}", version=VERSION, reason="deploy after training run {{ run_id }}")
-    promote = PromoteModelOperator(task_id="promote", model_name="{{ params.model_name }}", version=VERSION,
-                                   aliases=["production"])
+        model_name="{{ params.model_name }}", version=register.output["version"],
+        reason="deploy after training run {{ run_id }}")
     skip_deploy = EmptyOperator(task_id="skip_deploy")
-    chain(extract, wait_for_snapshot, train, wait_for_model, register, evaluate, gate(), [deploy, skip_deploy])
-    deploy >> promote
+    chain(extract, wait_for_snapshot, train, wait_for_model, register, evaluate, gate(evaluate.output),
+          [promote, keep_production])
+    chain(promote, deploy_or_not(), [deploy, skip_deploy])

@@ -45,36 +45,60 @@ def main() -> int:
         "run_id": version.tags.get("lineage.run_id"),
     }, indent=2))
     if args.endpoint_state:
-        return report_endpoint(args.endpoint_state, newest)
+        return report_endpoint(args.endpoint_state, newest, client, args.model_name)
     return 0
 
 
-def report_endpoint(state_path: str, manifest) -> int:
-    """Show the endpoint: which version serves, how fast the deploy took, and a real prediction."""
+def report_endpoint(state_path: str, manifest, client, model_name: str) -> int:
+    """Show the endpoint: which version serves, how fast the deploy took, and a real prediction.
+
+    When the endpoint is not running (``make demo-stop``) and this run's gate kept production,
+    nothing was deployed: serve the production version again, and say so.
+    """
     import os
     import shlex
-    import urllib.request
+    import time
+    from pathlib import Path
 
     from ml.model_io import read_holdout
+    from operators.deploy_targets.local import LocalServerTarget
+    from operators.endpoint_client import invoke, ping
 
     if not os.path.exists(state_path):
         print("no endpoint was deployed (the gate kept the current model, or deploy is off)")
         return 0
+    state_dir = Path(state_path).parent
+    target = LocalServerTarget(state_dir.name, state_dir=str(state_dir))
+    if ping(target.url) is None:
+        try:
+            production = client.get_model_version_by_alias(model_name, "production")
+        except Exception:  # noqa: BLE001 - no alias: nothing to serve
+            print(f"endpoint {target.url} is not running and no version holds 'production'; "
+                  "the next promoted version will start it")
+            return 0
+        print(f"\nendpoint {target.url} was not running (make demo-stop?); this run deployed nothing new, "
+              f"so it serves production version {production.version} again")
+        target.deploy(production.source, str(production.version))
+        deadline = time.monotonic() + 60
+        while (answer := ping(target.url)) is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if answer is None:
+            print(f"endpoint did not come up in 60 s; see {state_dir / 'server.log'}")
+            return 1
     with open(state_path) as f:
         state = json.load(f)
-    served = state.get("served") or {}
+    served = ping(target.url) or {}
     row = read_holdout(manifest, rows=1).to_pylist()[0]
     names = [c["name"] for c in manifest.schema]
+    answer = invoke(target.url, [[row[n] for n in names]], timeout=10)
     body = json.dumps({"instances": [[row[n] for n in names]]})
-    request = urllib.request.Request(state["url"] + "/invocations", data=body.encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as resp:
-        answer = json.loads(resp.read())
+    timing = (state.get("served") or {}).get("seconds_to_serve") \
+        if (state.get("served") or {}).get("version") == served.get("model_version") else None
     print()
-    print(f"endpoint {state['url']} serves version {served.get('version')} "
-          f"(deploy asked -> serving: {served.get('seconds_to_serve')} s)")
+    print(f"endpoint {target.url} serves version {served.get('model_version')} "
+          f"(deploy asked -> serving: {timing} s)")
     print("try it:")
-    print(f"  curl -s -X POST {state['url']}/invocations -H 'Content-Type: application/json' -d {shlex.quote(body)}")
+    print(f"  curl -s -X POST {target.url}/invocations -H 'Content-Type: application/json' -d {shlex.quote(body)}")
     print(f"prediction for a held-out row (true label {row[manifest.extra['target']]}): {json.dumps(answer)}")
     return 0
 

@@ -8,19 +8,8 @@ ROOT="$PWD"
 DEMO="${ML_DEMO_DIR:-$ROOT/.demo}"  # where the demo keeps its databases, artifacts and logs
 mkdir -p "$DEMO/airflow" "$DEMO/artifacts"
 
-export AIRFLOW_HOME="$DEMO/airflow"
-export AIRFLOW__CORE__DAGS_FOLDER="$ROOT/dags"
-export AIRFLOW__CORE__PLUGINS_FOLDER="$ROOT/plugins"
-export AIRFLOW__CORE__LOAD_EXAMPLES=False
-export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="sqlite:///$DEMO/airflow/airflow.db"
-export AIRFLOW__LOGGING__LOGGING_LEVEL=INFO
-export AIRFLOW_CONN_ML_SOURCE="{\"conn_type\": \"sqlite\", \"host\": \"$DEMO/source.db\"}"
-export AIRFLOW_CONN_MLFLOW_DEFAULT="{\"conn_type\": \"generic\", \"extra\": {\"tracking_uri\": \"sqlite:///$DEMO/mlflow.db\", \"artifact_location\": \"$DEMO/mlartifacts\"}}"
-export ML_ARTIFACT_ROOT="file://$DEMO/artifacts"
-export ML_MODEL_NAME="${ML_MODEL_NAME:-demo_classifier}"
-export ML_ENDPOINT="${ML_ENDPOINT:-demo-local}"
-export ML_ENDPOINTS_DIR="$DEMO/endpoints"   # the local endpoint's state, token and server log
 PY="$ROOT/.venv/bin/python"
+eval "$("$PY" -m demo.environment --shell "$DEMO")"  # the settings `make airflow` uses too
 AIRFLOW="$ROOT/.venv/bin/airflow"
 
 echo "==> seeding the demo source table (scikit-learn's bundled breast-cancer data)"

@@ -72,6 +72,24 @@ def seed(conn, placeholder: str, ts_type: str) -> datetime:
     return EPOCH + timedelta(days=day + 1)  # a manual run's interval ends at its logical date
 
 
+def seed_sqlite(path, days_at_least: int = 1) -> str:
+    """Make sure the embedded source holds at least ``days_at_least`` days (for `make airflow`)."""
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:
+        cur = conn.cursor()
+        cur.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?", (TABLE,))
+        days = 0
+        if cur.fetchone():
+            cur.execute(f"SELECT MAX(event_time) FROM {TABLE}")
+            last = cur.fetchone()[0]
+            days = (datetime.fromisoformat(last) - EPOCH).days + 1 if last else 0
+        while days < days_at_least:
+            seed(conn, "?", "TEXT")
+            days += 1
+    return f"demo source {path}: {days} days of rows in {TABLE}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     where = parser.add_mutually_exclusive_group(required=True)

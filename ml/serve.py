@@ -48,9 +48,14 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--predict-timeout", type=float, default=_env("PREDICT_TIMEOUT", d.predict_timeout_s))
     p.add_argument("--poll-seconds", type=float, default=_env("POLL_SECONDS", d.poll_seconds))
     p.add_argument("--no-access-log", action="store_true", default=not _env("ACCESS_LOG", True))
+    p.add_argument("--allow-empty", action="store_true", default=_env("ALLOW_EMPTY", False),
+                   help="start with no model: /ping answers 503 until one is deployed through /admin/model")
     args = p.parse_args(argv)
-    if not args.model and not args.registry_model:
-        p.error("give --model URI or --registry-model NAME (or ML_SERVE_MODEL / ML_SERVE_REGISTRY_MODEL)")
+    if not args.model and not args.registry_model and not args.allow_empty:
+        p.error("give --model URI or --registry-model NAME (or ML_SERVE_MODEL / ML_SERVE_REGISTRY_MODEL), "
+                "or --allow-empty to wait for a deploy through /admin/model")
+    if args.allow_empty and not os.environ.get("ML_SERVE_ADMIN_TOKEN"):
+        p.error("--allow-empty needs ML_SERVE_ADMIN_TOKEN: without the admin endpoint no model could ever arrive")
     config = ServeConfig(
         model_uri=args.model, model_version=args.model_version, registry_model=args.registry_model,
         alias=args.alias, tracking_uri=args.tracking_uri, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,

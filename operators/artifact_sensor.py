@@ -16,8 +16,8 @@ if TYPE_CHECKING:
 class ArtifactSensor(BaseSensorOperator):
     """Wait for ``uri/manifest.json`` of ``kind`` ("snapshot" or "model"), verify it, return it.
 
-    Deferrable by default: the wait runs in the triggerer (``ArtifactTrigger``) and holds no
-    worker slot; ``deferrable=False`` uses ordinary poke/reschedule mode. Every file digest
+    Deferrable by default: the wait always runs in the triggerer (``ArtifactTrigger``) and holds
+    no worker slot; ``deferrable=False`` uses ordinary poke/reschedule mode. Every file digest
     is verified before the manifest is returned, so downstream tasks get a usable artifact.
 
     :returns: the manifest as a dict (uri, kind, digest, row_count, schema, lineage, extra).
@@ -66,16 +66,18 @@ class ArtifactSensor(BaseSensorOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         if self.deferrable:
-            if not self.poke(context):
-                deadline = datetime.now(timezone.utc) + timedelta(seconds=self.timeout)
-                from operators.artifact_trigger import ArtifactTrigger
+            # Always through the triggerer: the check there is one cheap listing, and the wait
+            # (of any length) holds no worker slot. The trigger fires at once if the manifest is
+            # already there.
+            deadline = datetime.now(timezone.utc) + timedelta(seconds=self.timeout)
+            from operators.artifact_trigger import ArtifactTrigger
 
-                self.defer(
-                    trigger=ArtifactTrigger(self.uri, self.kind, self.poke_interval, deadline.isoformat()),
-                    method_name="execute_complete",
-                    # a backstop only: the trigger itself reports the timeout with the URI
-                    timeout=timedelta(seconds=self.timeout + 5 * self.poke_interval + 60),
-                )
+            self.defer(
+                trigger=ArtifactTrigger(self.uri, self.kind, self.poke_interval, deadline.isoformat()),
+                method_name="execute_complete",
+                # a backstop only: the trigger itself reports the timeout with the URI
+                timeout=timedelta(seconds=self.timeout + 5 * self.poke_interval + 60),
+            )
         else:
             try:
                 super().execute(context)

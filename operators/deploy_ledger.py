@@ -35,17 +35,28 @@ class RecordLedgerOperator(BaseOperator):
 
 
 class FailIfUpstreamFailedOperator(BaseOperator):
-    """The 'watcher' pattern: a leaf that fails the run when any upstream task failed."""
+    """The 'watcher' pattern: a leaf that fails the run when any upstream task failed, and says
+    which task really failed: the watched deploy (with the ledger's reason), or an earlier task
+    (when the deploy never ran because something before it failed)."""
 
     no_retry_reason = "it exists to fail the run"
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, *, watched_task_id: str = "deploy", **kwargs) -> None:
         kwargs.setdefault("trigger_rule", "one_failed")
         kwargs.setdefault("retries", 0)
         super().__init__(**kwargs)
+        self.watched_task_id = watched_task_id
 
     def execute(self, context: Context) -> None:
-        raise AirflowFailException("an upstream task failed (a deploy was refused or rolled back); see its log")
+        ti, run_id = context["ti"], context["run_id"]
+        states = ti.get_task_states(dag_id=context["dag"].dag_id, run_ids=[run_id]).get(run_id, {})
+        failed = sorted(task for task, state in states.items() if state == "failed" and task != self.task_id)
+        if self.watched_task_id in failed:
+            record = ti.xcom_pull(task_ids=self.watched_task_id, key="ledger") or {}
+            detail = f" ({record['outcome']}: {record.get('reason')})" if record.get("outcome") else ""
+            raise AirflowFailException(f"task {self.watched_task_id!r} failed{detail}; see its log")
+        raise AirflowFailException(f"task(s) {failed or 'upstream'} failed, so {self.watched_task_id!r} never ran; "
+                                   f"see the failed task's log")
 
 
 def version_before_current(events: Iterable[dict[str, Any]]) -> str | None:

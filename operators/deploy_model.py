@@ -20,10 +20,16 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
+class SmokeTestFailed(Exception):
+    """The new version did not answer the smoke test correctly; the deploy is rolled back."""
+
+
 class DeployModelOperator(BaseOperator):
     """Deploy ``model_name`` ``version`` (or the version behind ``alias``) to ``endpoint``.
 
     :param target: deploy target kind (``local``); ``target_settings`` are passed to it.
+    :param target_conn_id: connection of an endpoint reached by URL (host, port, admin token as
+        password); when it does not exist the local target manages a server on this machine.
     :param smoke_rows: held-out rows of the model artifact sent to /invocations after the swap.
     :param min_smoke_accuracy: for classifiers, the smoke test fails below this accuracy.
     :param wait_timeout: seconds to wait for the endpoint to report the new version.
@@ -35,25 +41,27 @@ class DeployModelOperator(BaseOperator):
     no_retry_reason = "a failed deploy is already rolled back; retrying would put the bad version back in traffic"
 
     def __init__(self, *, model_name: str, endpoint: str, version: str | None = None, alias: str | None = None,
-                 target: str = "local", target_settings: dict | None = None, mlflow_conn_id: str = "mlflow_default",
+                 target: str = "local", target_settings: dict | None = None, target_conn_id: str | None = "ml_endpoint",
+                 mlflow_conn_id: str = "mlflow_default",
                  smoke_rows: int = 32, min_smoke_accuracy: float | None = None, wait_timeout: float = 120,
                  reason: str = "deploy", **kwargs) -> None:
         super().__init__(**kwargs)
         self.model_name, self.endpoint, self.version, self.alias = model_name, endpoint, version, alias
         self.target, self.target_settings, self.mlflow_conn_id = target, target_settings or {}, mlflow_conn_id
+        self.target_conn_id = target_conn_id
         self.smoke_rows, self.min_smoke_accuracy = smoke_rows, min_smoke_accuracy
         self.wait_timeout, self.reason = wait_timeout, reason
 
     def _target(self):
         from operators.deploy_targets import get_target
 
-        return get_target(self.target, self.endpoint, **self.target_settings)
+        return get_target(self.target, self.endpoint, conn_id=self.target_conn_id, **self.target_settings)
 
     def _resolve(self):
         from operators.mlflow_tracking import mlflow_target
 
         client = mlflow_target(self.mlflow_conn_id).client()
-        if self.version not in (None, "", "None"):
+        if self.version:
             return client.get_model_version(self.model_name, str(self.version))
         if self.alias:
             return client.get_model_version_by_alias(self.model_name, self.alias)
@@ -67,13 +75,15 @@ class DeployModelOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from operators.deploy_targets import DeployRefusedError
+        from operators.endpoint_client import ping
         from operators.endpoint_trigger import EndpointVersionTrigger
 
         mv = self._resolve()
         version, uri = str(mv.version), mv.source
         target = self._target()
         previous = target.current()
-        if previous and previous.version == version and target.process_alive():
+        live = ping(target.url) or {}  # `current` may fall back to the last confirmed version; ask the endpoint
+        if live.get("model_version") == version and live.get("source") == uri:
             self.log.info("%s already serves %s version %s; nothing to do", self.endpoint, self.model_name, version)
             return {"url": target.url, "version": version, "previous_version": version, "seconds_to_serve": 0.0}
         asked = time.time()
@@ -93,8 +103,7 @@ class DeployModelOperator(BaseOperator):
             "version": version, "uri": uri, "asked": asked,
             "previous": {"version": previous.version, "uri": previous.uri} if previous else None})
         self.defer(
-            trigger=EndpointVersionTrigger(target.url, version, deadline.isoformat(),
-                                           pid=facts.get("pid") if self.target == "local" else None),
+            trigger=EndpointVersionTrigger(target.url, version, deadline.isoformat()),
             method_name="verify",
             timeout=timedelta(seconds=self.wait_timeout + 60),
         )
@@ -110,7 +119,7 @@ class DeployModelOperator(BaseOperator):
             self._roll_back(context, target, version, previous, reason)
         try:
             self._smoke_test(target.url, uri, version)
-        except AssertionError as exc:
+        except SmokeTestFailed as exc:
             self._roll_back(context, target, version, previous, f"smoke test failed: {exc}")
         from operators.deploy_targets import Served
 
@@ -124,34 +133,29 @@ class DeployModelOperator(BaseOperator):
 
     def _smoke_test(self, url: str, uri: str, version: str) -> None:
         """Held-out rows in, one prediction per row out, from the new version; accuracy if asked."""
-        import json
-        import urllib.error
-        import urllib.request
-
         from ml import artifacts
         from ml.model_io import read_holdout
+        from operators.endpoint_client import EndpointError, invoke
 
         manifest = artifacts.read_manifest(uri, kind="model")
         names = [c["name"] for c in manifest.schema]
         holdout = read_holdout(manifest, rows=self.smoke_rows)
         records = holdout.select(names).to_pylist()
-        request = urllib.request.Request(url + "/invocations", data=json.dumps({"instances": records}).encode(),
-                                         headers={"Content-Type": "application/json"}, method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=30) as resp:
-                answer = json.loads(resp.read())
-        except urllib.error.HTTPError as exc:
-            raise AssertionError(f"/invocations answered {exc.code}: {exc.read()[:300]!r}") from None
-        except OSError as exc:
-            raise AssertionError(f"/invocations unreachable: {exc}") from None
-        assert answer.get("model_version") == version, f"answered by version {answer.get('model_version')}"
+            answer = invoke(url, records)
+        except EndpointError as exc:
+            raise SmokeTestFailed(str(exc)) from None
+        if answer.get("model_version") != version:
+            raise SmokeTestFailed(f"answered by version {answer.get('model_version')}, not {version}")
         predictions = answer.get("predictions", [])
-        assert len(predictions) == len(records), f"{len(predictions)} predictions for {len(records)} rows"
+        if len(predictions) != len(records):
+            raise SmokeTestFailed(f"{len(predictions)} predictions for {len(records)} rows")
         if self.min_smoke_accuracy is not None and manifest.extra.get("task") == "classification":
             truth = holdout.column(manifest.extra["target"]).to_pylist()
             accuracy = sum(p == t for p, t in zip(predictions, truth)) / len(truth)
-            assert accuracy >= self.min_smoke_accuracy, (
-                f"accuracy {accuracy:.3f} on {len(truth)} held-out rows is below {self.min_smoke_accuracy}")
+            if accuracy < self.min_smoke_accuracy:
+                raise SmokeTestFailed(f"accuracy {accuracy:.3f} on {len(truth)} held-out rows is below "
+                                      f"{self.min_smoke_accuracy}")
         self.log.info("Smoke test passed: %d held-out rows predicted by version %s", len(records), version)
 
     def _roll_back(self, context: Context, target, version: str, previous: dict | None, reason: str):

@@ -11,6 +11,9 @@ from operators.deploy_model import DeployModelOperator
 
 ENDPOINT = os.environ.get("ML_ENDPOINT", "local-default")
 DEPLOY_TARGET = os.environ.get("ML_DEPLOY_TARGET", "local")
+# An endpoint reached by URL (host, port, admin token as password); absent: the local target
+# starts and manages a server on the worker's machine.
+ENDPOINT_CONN_ID = os.environ.get("ML_ENDPOINT_CONN_ID", "ml_endpoint")
 
 
 def endpoint_asset(endpoint: str = ENDPOINT) -> Asset:
@@ -18,14 +21,18 @@ def endpoint_asset(endpoint: str = ENDPOINT) -> Asset:
     return Asset(name=f"endpoint.{endpoint}", uri=f"x-ml-endpoint://{DEPLOY_TARGET}/{endpoint}")
 
 
-def deploy_steps(*, model_name: str, version: str, reason: str, alias: str | None = None,
+def deploy_steps(*, model_name, version, reason: str, alias=None, endpoint: str = ENDPOINT,
                  min_smoke_accuracy: float | None = None, task_id: str = "deploy"):
-    """(deploy, record_ledger, watcher); wire upstream -> deploy, and deploy -> the other two."""
+    """(deploy, record_ledger, watcher); wire upstream -> deploy, and deploy -> the other two.
+
+    ``model_name``, ``version`` and ``alias`` may be templates or XComArgs (``task.output[...]``).
+    """
     deploy = DeployModelOperator(
-        task_id=task_id, model_name=model_name, version=version, alias=alias, endpoint=ENDPOINT,
-        target=DEPLOY_TARGET, reason=reason, min_smoke_accuracy=min_smoke_accuracy, retries=0,
+        task_id=task_id, model_name=model_name, version=version, alias=alias, endpoint=endpoint,
+        target=DEPLOY_TARGET, target_conn_id=ENDPOINT_CONN_ID, reason=reason, min_smoke_accuracy=min_smoke_accuracy,
+        retries=0,
     )
     record = RecordLedgerOperator(task_id="record_ledger", deploy_task_id=task_id, outlets=[endpoint_asset()])
-    watcher = FailIfUpstreamFailedOperator(task_id="fail_if_deploy_failed")
+    watcher = FailIfUpstreamFailedOperator(task_id="fail_if_deploy_failed", watched_task_id=task_id)
     deploy >> [record, watcher]
     return deploy, record, watcher

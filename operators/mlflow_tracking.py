@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from airflow.sdk.exceptions import AirflowException, AirflowNotFoundException
+from airflow.sdk.exceptions import AirflowException
 
 
 @dataclass(frozen=True)
@@ -27,20 +27,12 @@ class MlflowTarget:
 
 
 def mlflow_target(conn_id: str | None = "mlflow_default") -> MlflowTarget:
-    from airflow.sdk import BaseHook
+    from operators.connections import http_url, optional_connection
 
-    conn = None
-    if conn_id:
-        try:
-            conn = BaseHook.get_connection(conn_id)
-        except AirflowNotFoundException:
-            conn = None
+    conn = optional_connection(conn_id)
     if conn is not None:
         extra = conn.extra_dejson
-        uri = extra.get("tracking_uri")
-        if not uri and conn.host:
-            scheme = conn.schema or "http"
-            uri = f"{scheme}://{conn.host}" + (f":{conn.port}" if conn.port else "")
+        uri = extra.get("tracking_uri") or http_url(conn)
         if not uri:
             raise AirflowException(
                 f"Airflow connection {conn_id!r} has neither extra.tracking_uri nor a host; "

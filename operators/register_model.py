@@ -89,15 +89,19 @@ class RegisterModelOperator(BaseOperator):
     :param model_name: registered model name.
     :param mlflow_conn_id: Airflow connection of the registry (see ``operators.mlflow_tracking``).
     :param experiment_name: experiment of the registration runs; defaults to the model name.
+    :param asset_name: name of the asset (uri: the folder holding ``model_uri``) an
+        ``AssetAlias`` outlet records the event on.
     :returns: ``{"name", "version", "digest", "metrics", "run_id", "source", "created"}``.
     """
 
-    template_fields: Sequence[str] = ("model_uri", "model_name", "mlflow_conn_id")
+    template_fields: Sequence[str] = ("model_uri", "model_name", "mlflow_conn_id", "asset_name")
     ui_color = "#e4dcf7"
 
     def __init__(self, *, model_uri: str, model_name: str, mlflow_conn_id: str = "mlflow_default",
-                 experiment_name: str | None = None, **kwargs) -> None:
+                 experiment_name: str | None = None, asset_name: str | None = None, **kwargs) -> None:
+        kwargs.setdefault("multiple_outputs", True)  # each result key is an XCom: `task.output["uri"]`
         super().__init__(**kwargs)
+        self.asset_name = asset_name
         self.model_uri = model_uri
         self.model_name = model_name
         self.mlflow_conn_id = mlflow_conn_id
@@ -128,6 +132,8 @@ class RegisterModelOperator(BaseOperator):
             "name": self.model_name, "version": str(version.version), "digest": manifest.digest,
             "metrics": metrics, "run_id": version.run_id, "source": version.source, "created": created,
         }
-        for outlet in self.outlets:
-            context["outlet_events"][outlet].extra = {k: result[k] for k in ("name", "version", "digest", "created")}
+        from operators.asset_events import emit_asset_event
+
+        emit_asset_event(context, self.outlets, self.asset_name, self.model_uri.rstrip("/").rsplit("/", 1)[0],
+                         {k: result[k] for k in ("name", "version", "digest", "created")})
         return result

@@ -22,6 +22,20 @@ class SchemaMismatchError(AirflowException):
     """The query's columns differ from ``expected_columns``."""
 
 
+def extraction_window(context: Context) -> tuple[Any, Any]:
+    """(start, end) of the rows a run extracts: its data interval, or, for a run without one
+    (a REST trigger with ``logical_date: null``, an asset-triggered run), everything up to
+    the run's ``run_after``, with no start."""
+    start, end = context.get("data_interval_start"), context.get("data_interval_end")
+    if start is not None and end is not None:
+        return start, end
+    dag_run = context.get("dag_run")
+    run_after = getattr(dag_run, "run_after", None) if dag_run is not None else None
+    if run_after is None:
+        raise AirflowException("this run has neither a data interval nor a run_after time to extract up to")
+    return None, run_after
+
+
 def interval_partition(context: Context) -> str:
     """The partition folder name of a run: its data interval, or its run id when it has none."""
     start, end = context.get("data_interval_start"), context.get("data_interval_end")
@@ -61,19 +75,22 @@ class SqlToParquetOperator(BaseOperator):
 
     The snapshot goes to ``{snapshot_root}/{partition}`` where the partition is derived from
     the data interval, so a backfill run extracts exactly its interval and re-running it
-    replaces that snapshot atomically (the manifest swap is the switch). Batches stream from
-    the database into a Parquet writer running in a second thread, so memory stays flat.
+    replaces that snapshot atomically (the manifest swap is the switch). A run without a data
+    interval extracts up to its ``run_after`` into ``run=<run id>``. Batches stream from the
+    database into a Parquet writer running in a second thread, so memory stays flat.
 
     :param conn_id: an Airflow connection whose hook is a common-sql DbApiHook.
-    :param sql: the query, or a path to a ``.sql`` file; Jinja-templated
-        (``{{ data_interval_start }}``, ``{{ data_interval_end }}``, params ...).
+    :param sql: the query, or a path to a ``.sql`` file; Jinja-templated. Besides Airflow's
+        context it sees ``window_start`` / ``window_end`` (see ``extraction_window``), which
+        every run has, with or without a data interval.
     :param snapshot_root: URI under which interval partitions are written (fsspec URI).
     :param expected_columns: column names, or ``{name: arrow type string}``; a mismatch fails.
-    :param asset: if given (and in ``outlets``), its asset event carries uri, digest, row count.
+    :param asset_name: name of the asset (uri: ``snapshot_root``) an ``AssetAlias`` outlet
+        records the event on; the event carries uri, digest and row count.
     :returns: ``{"uri", "partition", "digest", "row_count", "schema"}`` (pushed to XCom).
     """
 
-    template_fields: Sequence[str] = ("sql", "snapshot_root", "conn_id")
+    template_fields: Sequence[str] = ("sql", "snapshot_root", "conn_id", "asset_name")
     template_ext: Sequence[str] = (".sql",)
     template_fields_renderers = {"sql": "sql"}
     ui_color = "#cfe8fc"
@@ -87,15 +104,22 @@ class SqlToParquetOperator(BaseOperator):
         expected_columns: Sequence[str] | dict[str, str] | None = None,
         batch_rows: int = 100_000,
         lineage: dict[str, Any] | None = None,
+        asset_name: str | None = None,
         **kwargs,
     ) -> None:
+        kwargs.setdefault("multiple_outputs", True)  # each result key is an XCom: `task.output["uri"]`
         super().__init__(**kwargs)
+        self.asset_name = asset_name
         self.conn_id = conn_id
         self.sql = sql
         self.snapshot_root = snapshot_root
         self.expected_columns = expected_columns
         self.batch_rows = batch_rows
         self.lineage = lineage or {}
+
+    def render_template_fields(self, context: Context, jinja_env=None) -> None:
+        context["window_start"], context["window_end"] = extraction_window(context)
+        super().render_template_fields(context, jinja_env)
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow.sdk import BaseHook
@@ -130,8 +154,10 @@ class SqlToParquetOperator(BaseOperator):
         self.log.info("Snapshot %s: %d rows, digest %s", uri, rows, manifest.digest)
         result = {"uri": uri, "partition": partition, "digest": manifest.digest, "row_count": rows,
                   "schema": list(manifest.schema)}
-        for outlet in self.outlets:
-            context["outlet_events"][outlet].extra = {"uri": uri, "digest": manifest.digest, "row_count": rows}
+        from operators.asset_events import emit_asset_event
+
+        emit_asset_event(context, self.outlets, self.asset_name, self.snapshot_root.rstrip("/"),
+                         {"uri": uri, "digest": manifest.digest, "row_count": rows})
         return result
 
     def _write_parquet(self, writer, schema, batches) -> int:
@@ -181,8 +207,11 @@ class SqlToParquetOperator(BaseOperator):
     def _lineage(self, context: Context) -> dict[str, Any]:
         from operators.lineage import run_lineage
 
+        start, end = extraction_window(context)
         return {
             **run_lineage(context, self.task_id),
+            "window_start": start.isoformat() if start is not None else None,
+            "window_end": end.isoformat(),
             "source_conn_id": self.conn_id,
             "source_query": self.sql,
             **self.lineage,

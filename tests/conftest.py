@@ -40,10 +40,7 @@ os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from demo.local_airflow import free_port  # noqa: E402 - one definition, shared with the launcher
 
 
 def wait_for_port(port: int, timeout: float = 30.0) -> None:
@@ -195,9 +192,11 @@ def make_context():
     """A task context with what the operators read (what the task runner would pass)."""
     import pendulum
 
-    def make(start="2026-01-01T03:00:00+00:00", end="2026-01-02T03:00:00+00:00", run_id="manual__test", dag_id="test_dag"):
+    def make(start="2026-01-01T03:00:00+00:00", end="2026-01-02T03:00:00+00:00", run_id="manual__test", dag_id="test_dag",
+             run_after=None):
         s = pendulum.parse(start) if start else None
         e = pendulum.parse(end) if end else None
+        after = pendulum.parse(run_after) if run_after else (e or pendulum.parse("2026-03-01T00:00:00+00:00"))
         outlet_events: dict = {}
 
         class Outlets(dict):
@@ -212,6 +211,7 @@ def make_context():
             "data_interval_start": s,
             "data_interval_end": e,
             "outlet_events": Outlets(outlet_events),
+            "dag_run": SimpleNamespace(run_id=run_id, run_after=after, data_interval_end=e),
             "params": {},
         }
 

@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 class ServerProcess:
-    def __init__(self, *args: str, env: dict | None = None):
+    def __init__(self, *args: str, env: dict | None = None, ready: str = "/ping"):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(f"/tmp/ml-serve-test-{self.port}.log", "wb")
@@ -30,12 +30,12 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}: {Path(self.log.name).read_text()[-2000:]}")
             try:
-                if request(self.url + "/ping")[0] == 200:
+                if request(self.url + ready)[0] == 200:
                     return
             except OSError:
                 pass
             time.sleep(0.1)
-        raise RuntimeError("server did not answer /ping within 60 s")
+        raise RuntimeError(f"server did not answer {ready} within 60 s")
 
     def stop(self) -> None:
         self.proc.terminate()

@@ -177,7 +177,7 @@ class ModelServer:
             if model is None:
                 return 503, _error("no model loaded yet"), b"application/json"
             return 200, orjson.dumps({"status": "ok", "model_version": model.version, "digest": model.digest,
-                                      "features": model.schema.names}), b"application/json"
+                                      "source": model.uri, "features": model.schema.names}), b"application/json"
         if path == "/metrics":
             return 200, self.metrics.render(), b"text/plain; version=0.0.4"
         if path == "/openapi.json":

@@ -136,7 +136,10 @@ def parse_csv(body: bytes, schema: FeatureSchema) -> np.ndarray:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise InputError("text/csv body is not UTF-8") from None
-    lines = [row for row in csv.reader(io.StringIO(text)) if row]
+    try:
+        lines = [row for row in csv.reader(io.StringIO(text, newline="")) if row]
+    except csv.Error as exc:
+        raise InputError(f"text/csv body is not valid CSV: {exc}") from None
     if lines and [c.strip() for c in lines[0]] == schema.names:
         lines = lines[1:]
     rows = []

@@ -22,11 +22,12 @@ class DeployTarget(abc.ABC):
     @property
     @abc.abstractmethod
     def url(self) -> str:
-        """Base URL of the endpoint's ml.serve contract (/ping, /invocations)."""
+        """Base URL of the endpoint's ml.serve contract (/ping, /invocations), reachable from
+        every Airflow component (worker and triggerer may run on different hosts)."""
 
     @abc.abstractmethod
     def current(self) -> Served | None:
-        """The version this target last deployed successfully, if any."""
+        """The version the endpoint serves now (asked through its URL), if any."""
 
     @abc.abstractmethod
     def deploy(self, uri: str, version: str) -> dict:
@@ -38,8 +39,4 @@ class DeployTarget(abc.ABC):
 
     @abc.abstractmethod
     def confirm(self, served: Served, **facts) -> None:
-        """Record that ``served`` passed verification (it becomes ``current``), with facts to show."""
-
-    @abc.abstractmethod
-    def process_alive(self) -> bool | None:
-        """Whether the serving process is alive, where the target can tell (None: unknown)."""
+        """Record that ``served`` passed verification, with facts to show (e.g. seconds to serve)."""

@@ -1,8 +1,15 @@
-"""The local target: an ml.serve process on this machine, started if absent, hot-swapped otherwise.
+"""The local target: an ml.serve endpoint, hot-swapped through its admin API.
 
-State lives in ``<state_dir>/<endpoint>/``: ``state.json`` (port, pid, the confirmed
-version), ``admin-token`` (mode 0600, handed to the server through its environment) and
-``server.log``.
+Two ways to have one:
+- **managed** (the embedded default): this target starts ``python -m ml.serve`` on the
+  worker's machine when nothing answers, in its own session so it outlives the task. Its
+  port, pid, admin token (mode 0600) and server log live in ``<state_dir>/``.
+- **reached by URL**: Airflow connection ``ml_endpoint`` (or the one the DAG names) with host,
+  port, schema (http) and the admin token as password, e.g. the compose stack's ``serving``
+  container. Nothing is started; every deploy is a hot swap.
+
+Either way the endpoint's state is read through its URL (``/ping`` reports version and
+source), so a triggerer on another host or container sees what the worker sees.
 """
 
 from __future__ import annotations
@@ -14,12 +21,18 @@ import signal
 import socket
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from operators.deploy_targets.base import DeployRefusedError, DeployTarget, Served
-from operators.endpoint_trigger import pid_alive, ping
+from operators.endpoint_client import EndpointError, ping, swap
+
+# What a managed server needs from the worker's environment: the basics and the artifact
+# store's settings (it reads model artifacts). Nothing else (no Airflow connections, no
+# registry credentials) is handed to a process that outlives the task.
+SERVER_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE",
+              "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+              "AWS_SESSION_TOKEN", "AWS_PROFILE", "STORAGE_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS",
+              "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "VIRTUAL_ENV")
 
 
 def default_state_dir() -> Path:
@@ -32,15 +45,50 @@ def _free_port(host: str) -> int:
         return s.getsockname()[1]
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of this process counts as dead
+        return os.waitpid(pid, os.WNOHANG) == (0, 0)
+    except ChildProcessError:
+        return True
+
+
 class LocalServerTarget(DeployTarget):
-    def __init__(self, endpoint: str, state_dir: str | None = None, host: str = "127.0.0.1", port: int | None = None):
+    def __init__(self, endpoint: str, state_dir: str | None = None, host: str | None = None, port: int | None = None,
+                 url: str | None = None, admin_token: str | None = None):
         self.endpoint = endpoint
-        self.host = host
         self.dir = Path(state_dir) if state_dir else default_state_dir() / endpoint
         self.dir.mkdir(parents=True, exist_ok=True)
         self._state_path = self.dir / "state.json"
-        state = self._state()
-        self.port = port or state.get("port") or _free_port(host)
+        self.managed = url is None
+        if self.managed:
+            # The host every Airflow component can reach this machine by (the triggerer may run elsewhere).
+            self.host = host or os.environ.get("ML_LOCAL_SERVE_HOST", "127.0.0.1")
+            self.port = port or self._state().get("port") or _free_port(self.host)
+            self._url = f"http://{self.host}:{self.port}"
+        else:
+            if not admin_token:
+                raise ValueError(f"endpoint {endpoint} at {url}: the connection needs the admin token as its password")
+            self._url = url.rstrip("/")
+        self._admin_token = admin_token
+
+    @classmethod
+    def from_connection(cls, endpoint: str, conn_id: str | None, **settings) -> LocalServerTarget:
+        """Reached by URL when connection ``conn_id`` exists, else managed on this machine."""
+        from operators.connections import http_url, optional_connection
+
+        conn = optional_connection(conn_id)
+        if conn is not None:
+            url = http_url(conn)
+            if url is None:
+                raise ValueError(f"connection {conn_id!r} has no host: set host (and port) of the ml.serve endpoint")
+            return cls(endpoint, url=url, admin_token=conn.password, **settings)
+        return cls(endpoint, **settings)
 
     # ------------------------------------------------------------------ state
     def _state(self) -> dict:
@@ -56,6 +104,8 @@ class LocalServerTarget(DeployTarget):
         os.replace(tmp, self._state_path)
 
     def _token(self) -> str:
+        if self._admin_token:
+            return self._admin_token
         path = self.dir / "admin-token"
         if not path.exists():
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -65,52 +115,42 @@ class LocalServerTarget(DeployTarget):
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return self._url
 
     def current(self) -> Served | None:
-        served = self._state().get("served")
+        """What /ping reports; for a managed server that is down, the last confirmed version
+        (so a deploy that fails after a restart still knows what to roll back to)."""
+        answer = ping(self.url)
+        if answer and answer.get("model_version") and answer.get("source"):
+            return Served(str(answer["model_version"]), answer["source"])
+        served = self._state().get("served") if self.managed else None
         return Served(served["version"], served["uri"]) if served else None
 
     def confirm(self, served: Served, **facts) -> None:
-        self._save(served={"version": served.version, "uri": served.uri, **facts})
-
-    def process_alive(self) -> bool | None:
-        pid = self._state().get("pid")
-        if not pid or not pid_alive(pid):
-            return False
-        try:  # a zombie child of this process counts as dead
-            return os.waitpid(pid, os.WNOHANG) == (0, 0)
-        except ChildProcessError:
-            return True
+        self._save(served={"version": served.version, "uri": served.uri, **facts}, url=self.url)
 
     # ------------------------------------------------------------------ actions
     def deploy(self, uri: str, version: str) -> dict:
-        if self.process_alive() and ping(self.url) is not None:  # ping: a 200 answer, else None
+        if not self.managed or ping(self.url) is not None:
             return self._swap(uri, version)
+        self.stop()  # a managed process that no longer answers is replaced, not left holding the port
         return self._start(uri, version)
 
     def _swap(self, uri: str, version: str) -> dict:
-        request = urllib.request.Request(
-            self.url + "/admin/model", data=json.dumps({"uri": uri, "version": version}).encode(), method="POST",
-            headers={"Content-Type": "application/json", "Authorization": f"Bearer {self._token()}"},
-        )
         try:
-            with urllib.request.urlopen(request, timeout=120) as resp:
-                answer = json.loads(resp.read())
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace")
-            try:
-                detail = json.loads(detail).get("error", detail)
-            except ValueError:
-                pass
-            raise DeployRefusedError(f"{self.url} refused version {version}: {detail}") from None
+            answer = swap(self.url, self._token(), uri, version)
+        except EndpointError as exc:
+            if exc.status is None:
+                raise  # unreachable: not a refusal, and nothing is known about what serves
+            raise DeployRefusedError(f"{self.url} refused version {version}: {exc}") from None
         return {"action": "hot-swap", "url": self.url, **answer}
 
     def _start(self, uri: str, version: str) -> dict:
         log = open(self.dir / "server.log", "ab")
-        env = {**os.environ, "ML_SERVE_ADMIN_TOKEN": self._token()}
+        env = {k: os.environ[k] for k in SERVER_ENV if k in os.environ}
+        env["ML_SERVE_ADMIN_TOKEN"] = self._token()
         project_root = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (project_root, env.get("PYTHONPATH")) if p)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (project_root, os.environ.get("PYTHONPATH")) if p)
         proc = subprocess.Popen(
             [sys.executable, "-m", "ml.serve", "--model", uri, "--model-version", version,
              "--host", self.host, "--port", str(self.port)],
@@ -120,11 +160,12 @@ class LocalServerTarget(DeployTarget):
         return {"action": "started", "url": self.url, "pid": proc.pid, "log": str(self.dir / "server.log")}
 
     def stop(self) -> None:
+        """Stop a managed server (``make demo-stop``); a server reached by URL is not ours to stop."""
         pid = self._state().get("pid")
-        if pid and self.process_alive():
+        if self.managed and pid and _pid_alive(pid):
             os.kill(pid, signal.SIGTERM)
             try:
                 os.waitpid(pid, 0)
             except ChildProcessError:
                 pass
-        self._save(pid=None, served=None)
+        self._save(pid=None)

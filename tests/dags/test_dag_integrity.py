@@ -41,9 +41,13 @@ def test_training_pipeline_shape_schedule_and_params(dagbag):
     dag = dagbag.dags["ml_training_pipeline"]
     order = [t.task_id for t in dag.topological_sort()]
     assert order[:7] == ["extract", "wait_for_snapshot", "train", "wait_for_model", "register", "evaluate", "gate"]
-    assert set(order[7:]) == {"deploy", "skip_deploy", "promote", "record_ledger", "fail_if_deploy_failed"}
-    assert dag.get_task("gate").downstream_task_ids == {"deploy", "skip_deploy"}
-    assert dag.get_task("deploy").downstream_task_ids == {"promote", "record_ledger", "fail_if_deploy_failed"}
+    assert set(order[7:]) == {"promote", "keep_production", "deploy_or_not", "deploy", "skip_deploy",
+                              "record_ledger", "fail_if_deploy_failed"}
+    # The gate decides promotion; Param `deploy` only decides whether the promoted version is deployed.
+    assert dag.get_task("gate").downstream_task_ids == {"promote", "keep_production"}
+    assert dag.get_task("promote").downstream_task_ids == {"deploy_or_not"}
+    assert dag.get_task("deploy_or_not").downstream_task_ids == {"deploy", "skip_deploy"}
+    assert dag.get_task("deploy").downstream_task_ids == {"record_ledger", "fail_if_deploy_failed"}
     assert dag.get_task("record_ledger").trigger_rule == "all_done"
     assert dag.get_task("fail_if_deploy_failed").trigger_rule == "one_failed"
     assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"  # backfills get real data intervals
@@ -70,6 +74,20 @@ def test_deploy_dag_reads_the_ledger_and_records_to_it(dagbag):
     (ledger,) = dag.get_task("record_ledger").outlets
     assert ledger in dag.get_task("resolve").inlets
     assert dag.params.get_param("action").schema["enum"] == ["deploy", "rollback"]
+    deploy = dag.get_task("deploy")
+    assert deploy.endpoint == "{{ params.endpoint }}"  # the Param is what the deploy uses
+    assert ledger.name == "endpoint." + dag.params.get_param("endpoint").schema["enum"][0]
+
+
+def test_assets_are_named_at_run_time_from_the_same_values_as_the_paths(dagbag):
+    """Outlets are aliases; the task names the asset from the rendered Param, like its paths."""
+    from airflow.sdk import AssetAlias
+
+    dag = dagbag.dags["ml_training_pipeline"]
+    extract, register = dag.get_task("extract"), dag.get_task("register")
+    assert all(isinstance(o, AssetAlias) for o in (*extract.outlets, *register.outlets))
+    assert extract.asset_name == "{{ params.model_name }}.snapshots" and "{{ params.model_name }}" in extract.snapshot_root
+    assert register.asset_name == "{{ params.model_name }}.registered"
 
 
 def _modules_after(code: str) -> set[str]:

@@ -43,3 +43,17 @@ def _demo_twice(tmp_path):
         assert prediction["model_version"] == str(version) and prediction["predictions"][0] in (0, 1)
     seconds = float(second["endpoint_report"].split("deploy asked -> serving: ")[1].split(" s)")[0])
     assert seconds < 5
+
+    # make demo-stop, then make demo: whatever the gate decides, the demo serves and never ends
+    # in a traceback (it used to call the stopped endpoint when the gate kept production).
+    from operators.deploy_targets.local import LocalServerTarget
+
+    LocalServerTarget("demo-local", state_dir=str(tmp_path / "endpoints" / "demo-local")).stop()
+    third = run_demo(tmp_path)
+    report = third["endpoint_report"]
+    assert "Traceback" not in report and third["versions_in_registry"] == 3
+    served = report.split("serves version ")[1].split(" ")[0]
+    prediction = json.loads(report[report.index('{"predictions"'):].splitlines()[0])
+    assert prediction["model_version"] == served
+    if "was not running" in report:  # the gate kept production: it is served again, and the demo says so
+        assert f"serves production version {served} again" in report

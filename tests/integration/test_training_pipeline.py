@@ -97,7 +97,7 @@ def test_pipeline_extracts_trains_and_registers_once_per_model(pipeline_env):
     partition_dir = home / "artifacts" / "snapshots" / "it_classifier" / PARTITION
     assert len([p for p in partition_dir.iterdir() if p.name.startswith("w-")]) == 1
     assert [v.version for v in client.search_model_versions("name = 'it_classifier'")] == [version.version]
-    assert "already holds 'production'" in log and "Skipping tasks [('deploy'" in log  # nothing new to deploy
+    assert "already holds 'production'" in log and "Skipping tasks [('promote'" in log  # nothing new to deploy
 
 
 def endpoint(home: Path):
@@ -119,7 +119,7 @@ def test_gate_keeps_a_worse_v2_then_ml_deploy_deploys_it_and_rolls_back_from_the
     log = dags_test(env, home, logical_date="2026-01-04T03:00:00+00:00")  # the next day's interval: new rows
     assert "Registered it_classifier version 2" in log
     # v2 scores lower than v1 on v2's held-out rows (deterministic data): the gate keeps v1 serving
-    assert "-> keep: improves by -" in log and "Skipping tasks [('deploy'" in log
+    assert "-> keep: improves by -" in log and "Skipping tasks [('promote'" in log
     assert endpoint(home)[1] == "1"
     assert str(client.get_model_version_by_alias("it_classifier", "production").version) == "1"
     assert client.get_model_version("it_classifier", "2").tags["eval.decision"] == "keep"

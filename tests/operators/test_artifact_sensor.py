@@ -43,10 +43,23 @@ def test_defers_when_absent_then_returns_the_verified_manifest(tmp_path, make_co
     assert entry["path"].endswith("/part-00000.parquet") and len(entry["sha256"]) == 64 and entry["size"] > 0
 
 
-def test_present_artifact_returns_without_deferring(tmp_path, make_context):
+def test_present_artifact_fires_at_the_first_check_in_the_triggerer(tmp_path, make_context):
+    """Deferrable sensors always wait in the triggerer; one that is already there fires at once."""
     uri = str(tmp_path / "snap")
     written = write_snapshot(uri, TABLE)
-    sensor = ArtifactSensor(task_id="wait", uri=uri, kind="snapshot")
+    sensor = ArtifactSensor(task_id="wait", uri=uri, kind="snapshot", poke_interval=60)
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute(make_context())
+    started = datetime.now(timezone.utc)
+    event = asyncio.run(first_event(deferred.value.trigger))
+    assert event["status"] == "found" and (datetime.now(timezone.utc) - started) < timedelta(seconds=10)
+    assert sensor.execute_complete(make_context(), event)["digest"] == written.digest
+
+
+def test_poke_mode_returns_a_present_artifact_in_the_worker(tmp_path, make_context):
+    uri = str(tmp_path / "snap")
+    written = write_snapshot(uri, TABLE)
+    sensor = ArtifactSensor(task_id="wait", uri=uri, kind="snapshot", deferrable=False)
     assert sensor.execute(make_context())["digest"] == written.digest
 
 
@@ -90,8 +103,11 @@ def test_tampered_artifact_is_not_handed_downstream(tmp_path, make_context):
     sensor = ArtifactSensor(task_id="wait", uri=uri, kind="snapshot")
     from ml.artifacts import ArtifactCorruptError
 
-    with pytest.raises(ArtifactCorruptError):
+    with pytest.raises(TaskDeferred) as deferred:
         sensor.execute(make_context())
+    event = asyncio.run(first_event(deferred.value.trigger))
+    with pytest.raises(ArtifactCorruptError):
+        sensor.execute_complete(make_context(), event)
 
 
 def test_trigger_serializes_to_an_importable_classpath():

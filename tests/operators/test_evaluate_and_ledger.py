@@ -67,3 +67,29 @@ def test_version_before_current_reads_the_ledger():
     ledger.append({"outcome": "rolled_back", "version": "2", "previous_version": "4", "failed_version": "4"})
     assert version_before_current(ledger) == "1"  # v2 serves again; before v2 came v1
     assert version_before_current([]) is None
+
+
+def _watcher_run(states: dict, ledger: dict | None):
+    from types import SimpleNamespace
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from operators.deploy_ledger import FailIfUpstreamFailedOperator
+
+    ti = SimpleNamespace(get_task_states=lambda dag_id, run_ids: {run_ids[0]: states},
+                         xcom_pull=lambda task_ids, key: ledger)
+    context = {"ti": ti, "run_id": "r1", "dag": SimpleNamespace(dag_id="ml_training_pipeline")}
+    with pytest.raises(AirflowFailException) as failed:
+        FailIfUpstreamFailedOperator(task_id="fail_if_deploy_failed").execute(context)
+    return str(failed.value)
+
+
+def test_the_watcher_names_the_task_that_really_failed():
+    # extract failed: the deploy never ran, and the message says so instead of blaming it
+    message = _watcher_run({"extract": "failed", "train": "upstream_failed", "deploy": "upstream_failed",
+                            "fail_if_deploy_failed": "running"}, None)
+    assert "['extract']" in message and "'deploy' never ran" in message
+    # the deploy itself failed: its ledger outcome and reason are in the message
+    message = _watcher_run({"extract": "success", "deploy": "failed"},
+                           {"outcome": "rolled_back", "reason": "automatic rollback: smoke test failed"})
+    assert "task 'deploy' failed (rolled_back: automatic rollback: smoke test failed)" in message

@@ -151,3 +151,37 @@ def test_partition_falls_back_to_run_id_without_interval(sqlite_source, tmp_path
                               snapshot_root=str(tmp_path))
     result = run(op, make_context(start=None, end=None, run_id="manual__2026-03-01T00:00:00+00:00"))
     assert result["uri"].endswith("/run=manual__2026-03-01T00_00_00_00_00")
+
+
+def test_a_run_without_data_interval_extracts_up_to_its_run_after(pg_source, tmp_path, make_context):
+    """A REST trigger with logical_date null (or an asset-triggered run) has no data interval:
+    the SQL's window_end is the run's run_after, the window has no start, and the run gets its
+    own partition."""
+    sql = "SELECT id FROM events WHERE event_time < '{{ window_end.isoformat() }}' ORDER BY id"
+    op = SqlToParquetOperator(task_id="extract", conn_id="pg_source", sql=sql, snapshot_root=str(tmp_path))
+    context = make_context(start=None, end=None, run_id="manual__2026-11-23T10:00:00+00:00",
+                           run_after="2026-01-01T05:30:00+00:00")
+    result = run(op, context)
+    assert result["row_count"] == 2 and result["uri"].endswith("/run=manual__2026-11-23T10_00_00_00_00")
+    lineage = artifacts.open_verified(result["uri"], kind="snapshot").lineage
+    assert lineage["window_start"] is None and lineage["window_end"] == "2026-01-01T05:30:00+00:00"
+    # With a data interval the window is the interval.
+    op = SqlToParquetOperator(task_id="extract", conn_id="pg_source", sql=sql, snapshot_root=str(tmp_path))
+    assert run(op, make_context())["row_count"] == 3
+
+
+def test_an_asset_alias_outlet_records_the_asset_named_at_run_time(sqlite_source, tmp_path, make_context):
+    from airflow.sdk import AssetAlias
+
+    alias = AssetAlias("pipeline.snapshots")
+    added = []
+    op = SqlToParquetOperator(task_id="extract", conn_id="lite_source", sql=WINDOW_SQL,
+                              snapshot_root=str(tmp_path / "other_model"), asset_name="{{ params.model }}.snapshots",
+                              outlets=[alias])
+    context = make_context()
+    context["params"] = {"model": "other_model"}
+    context["outlet_events"][alias].add = lambda asset, extra: added.append((asset, extra))
+    result = run(op, context)
+    ((asset, extra),) = added
+    assert asset.name == "other_model.snapshots" and asset.uri == str(tmp_path / "other_model")
+    assert extra == {"uri": result["uri"], "digest": result["digest"], "row_count": 100}

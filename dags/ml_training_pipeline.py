@@ -24,19 +24,22 @@ from operators.evaluate_model import DIRECTIONS, EvaluateModelOperator
 from operators.promote_model import PromoteModelOperator
 from operators.register_model import RegisterModelOperator
 from operators.sql_to_parquet import SqlToParquetOperator
-from operators.train_model import COMPUTES, TrainModelOperator
+from operators.train_model import training_operator
 
 ARTIFACT_ROOT = os.environ.get("ML_ARTIFACT_ROOT", f"file://{os.environ.get('AIRFLOW_HOME', '/tmp')}/ml-artifacts")
 SOURCE_CONN_ID = os.environ.get("ML_SOURCE_CONN_ID", "ml_source")
 MODEL_NAME = os.environ.get("ML_MODEL_NAME", "demo_classifier")
 SCHEDULE = os.environ.get("ML_PIPELINE_SCHEDULE", "0 3 * * *")
 CATCHUP = os.environ.get("ML_PIPELINE_CATCHUP", "false").lower() == "true"
+# Where the trainer runs: "local" (a subprocess of the worker) or "kubernetes" (a
+# KubernetesPodOperator pod running ML_TRAINER_IMAGE). One setting, read at parse time: the
+# two are different operator classes.
+COMPUTE = os.environ.get("ML_TRAIN_COMPUTE", "local")
 KUBERNETES = {
     "image": os.environ.get("ML_TRAINER_IMAGE", "ml-trainer:0.1.0"),
     "namespace": os.environ.get("ML_K8S_NAMESPACE", "ml"),
-    "cpu": "{{ params.cpu }}",
-    "memory": "{{ params.memory }}",
-    "gpu": "{{ params.gpu }}",
+    "kubernetes_conn_id": os.environ.get("ML_K8S_CONN_ID", "kubernetes_default"),
+    "compute_resources": {"cpu": "{{ params.cpu }}", "memory": "{{ params.memory }}", "gpu": "{{ params.gpu }}"},
     "service_account_name": os.environ.get("ML_K8S_SERVICE_ACCOUNT") or None,
     "env_from_secrets": [s for s in os.environ.get("ML_K8S_ENV_SECRETS", "").split(",") if s],
 }
@@ -70,7 +73,6 @@ with DAG(
         "exclude_columns": Param(["event_time"], type="array", description="columns that are not features"),
         "test_fraction": Param(0.2, type="number", minimum=0.05, maximum=0.5, description="held-out share"),
         "seed": Param(42, type="integer", description="seed of the split and the estimator"),
-        "compute": Param("local", enum=list(COMPUTES), description="where the trainer runs"),
         "cpu": Param("1", type="string", description="kubernetes: CPU request"),
         "memory": Param("2Gi", type="string", description="kubernetes: memory request and limit"),
         "gpu": Param(0, type="integer", minimum=0, description="kubernetes: nvidia.com/gpu count"),
@@ -96,7 +98,9 @@ with DAG(
     wait_for_snapshot = ArtifactSensor(
         task_id="wait_for_snapshot", uri=extract.output["uri"], kind="snapshot", poke_interval=10, timeout=3600
     )
-    train = TrainModelOperator(
+    train = training_operator(
+        COMPUTE,
+        kubernetes=KUBERNETES,
         task_id="train",
         data_uri=extract.output["uri"],
         output_root=ARTIFACT_ROOT + "/models/{{ params.model_name }}",  # + the snapshot's partition
@@ -108,8 +112,6 @@ with DAG(
             "test_fraction": "{{ params.test_fraction }}",
             "seed": "{{ params.seed }}",
         },
-        compute="{{ params.compute }}",
-        kubernetes=KUBERNETES,
         execution_timeout=timedelta(hours=4),
     )
     wait_for_model = ArtifactSensor(

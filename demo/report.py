@@ -61,6 +61,7 @@ def report_endpoint(state_path: str, manifest, client, model_name: str) -> int:
     from pathlib import Path
 
     from ml.model_io import read_holdout
+    from operators.deploy_targets import Served
     from operators.deploy_targets.local import LocalServerTarget
     from operators.endpoint_client import invoke, ping
 
@@ -78,7 +79,7 @@ def report_endpoint(state_path: str, manifest, client, model_name: str) -> int:
             return 0
         print(f"\nendpoint {target.url} was not running (make demo-stop?); this run deployed nothing new, "
               f"so it serves production version {production.version} again")
-        target.deploy(production.source, str(production.version))
+        target.deploy(Served(str(production.version), production.source))
         deadline = time.monotonic() + 60
         while (answer := ping(target.url)) is None and time.monotonic() < deadline:
             time.sleep(0.2)

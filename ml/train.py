@@ -21,7 +21,6 @@ from ml import __version__
 from ml.training_config import ConfigError, TrainingConfig, build_estimator, parse_config
 
 log = logging.getLogger("ml.train")
-XCOM_RETURN = "/airflow/xcom/return.json"
 
 
 class DataError(ValueError):
@@ -184,17 +183,24 @@ def train(data_uri: str, output_uri: str, config: TrainingConfig, lineage: dict[
         manifest = writer.commit(
             schema=arrow_schema_fields(table.select(features).schema),
             row_count=int(len(train_idx)),
-            lineage={**snapshot.lineage, **(lineage or {}), "snapshot_digest": snapshot.digest},
+            lineage={**snapshot.lineage, **(lineage or {}), "snapshot_digest": snapshot.digest,
+                     # the code that trained it: the image's build commit, where it runs in one
+                     "trainer_code_version": os.environ.get("ML_CODE_VERSION", "unknown")},
             extra=extra,
         )
     except BaseException:
         writer.abort()
         raise
-    result = {"model_uri": output_uri, "digest": manifest.digest, "metrics": metrics}
-    if os.path.isdir(os.path.dirname(XCOM_RETURN)):
-        with open(XCOM_RETURN, "w") as f:
-            json.dump(result, f)
-    return result
+    return {"model_uri": output_uri, "digest": manifest.digest, "metrics": metrics}
+
+
+def write_result(path: str, result: dict[str, Any]) -> None:
+    """The one way results leave the trainer: a JSON file the caller reads (locally a temporary
+    file; in a pod ``/airflow/xcom/return.json``, which the XCom sidecar hands to Airflow)."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(result, f)
+    os.replace(tmp, path)  # the sidecar never reads half a result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", required=True, help="model artifact URI to write")
     parser.add_argument("--config", required=True, help="training config as JSON (or @path to a JSON file)")
     parser.add_argument("--lineage", default="{}", help="JSON object merged into the manifest lineage")
+    parser.add_argument("--result-file", help="where to write the result JSON (model_uri, digest, metrics)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
@@ -221,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, ArtifactError, json.JSONDecodeError, OSError) as exc:
         print(f"ml.train: error: {exc}", file=sys.stderr)
         return 2
+    if args.result_file:  # not bad input when this fails: exit 1, a retry may succeed
+        write_result(args.result_file, result)
     print(json.dumps(result))
     return 0
 

@@ -27,12 +27,18 @@ class SmokeTestFailed(Exception):
 class DeployModelOperator(BaseOperator):
     """Deploy ``model_name`` ``version`` (or the version behind ``alias``) to ``endpoint``.
 
-    :param target: deploy target kind (``local``); ``target_settings`` are passed to it.
-    :param target_conn_id: connection of an endpoint reached by URL (host, port, admin token as
-        password); when it does not exist the local target manages a server on this machine.
-    :param smoke_rows: held-out rows of the model artifact sent to /invocations after the swap.
+    The target does the work (``operators/deploy_targets``); this operator only sequences it:
+    resolve -> ``target.deploy`` -> defer on ``DeployStatusTrigger`` -> smoke test through
+    ``target.invoke`` -> confirm, or ``target.rollback`` and fail with the reason.
+
+    :param target: deploy target kind (``local``, ``kubernetes``); None: the connection's extra
+        ``target``, else ``local``. ``target_settings`` override the connection's extras.
+    :param target_conn_id: the endpoint's connection (URL and admin token for an ml.serve
+        endpoint; kube connection id and settings for Kubernetes). When it does not exist the
+        local target manages a server on this machine.
+    :param smoke_rows: held-out rows of the model artifact sent through the endpoint after the deploy.
     :param min_smoke_accuracy: for classifiers, the smoke test fails below this accuracy.
-    :param wait_timeout: seconds to wait for the endpoint to report the new version.
+    :param wait_timeout: seconds to wait for the endpoint to serve the new version.
     :param reason: recorded in the ledger ("deploy", "rollback", ...).
     """
 
@@ -41,8 +47,8 @@ class DeployModelOperator(BaseOperator):
     no_retry_reason = "a failed deploy is already rolled back; retrying would put the bad version back in traffic"
 
     def __init__(self, *, model_name: str, endpoint: str, version: str | None = None, alias: str | None = None,
-                 target: str = "local", target_settings: dict | None = None, target_conn_id: str | None = "ml_endpoint",
-                 mlflow_conn_id: str = "mlflow_default",
+                 target: str | None = None, target_settings: dict | None = None,
+                 target_conn_id: str | None = "ml_endpoint", mlflow_conn_id: str = "mlflow_default",
                  smoke_rows: int = 32, min_smoke_accuracy: float | None = None, wait_timeout: float = 120,
                  reason: str = "deploy", **kwargs) -> None:
         super().__init__(**kwargs)
@@ -51,11 +57,6 @@ class DeployModelOperator(BaseOperator):
         self.target_conn_id = target_conn_id
         self.smoke_rows, self.min_smoke_accuracy = smoke_rows, min_smoke_accuracy
         self.wait_timeout, self.reason = wait_timeout, reason
-
-    def _target(self):
-        from operators.deploy_targets import get_target
-
-        return get_target(self.target, self.endpoint, conn_id=self.target_conn_id, **self.target_settings)
 
     def _resolve(self):
         from operators.mlflow_tracking import mlflow_target
@@ -74,79 +75,80 @@ class DeployModelOperator(BaseOperator):
         return record
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from operators.deploy_targets import DeployRefusedError
-        from operators.endpoint_client import ping
-        from operators.endpoint_trigger import EndpointVersionTrigger
+        from operators.deploy_targets import DeployRefusedError, Served, get_target
+        from operators.deploy_trigger import DeployStatusTrigger
 
         mv = self._resolve()
-        version, uri = str(mv.version), mv.source
-        target = self._target()
-        previous = target.current()
-        live = ping(target.url) or {}  # `current` may fall back to the last confirmed version; ask the endpoint
-        if live.get("model_version") == version and live.get("source") == uri:
-            self.log.info("%s already serves %s version %s; nothing to do", self.endpoint, self.model_name, version)
-            return {"url": target.url, "version": version, "previous_version": version, "seconds_to_serve": 0.0}
-        asked = time.time()
-        self.log.info("Deploying %s version %s (%s) to %s; serving before: %s", self.model_name, version, uri,
-                      self.endpoint, previous.version if previous else "nothing")
+        asked = Served(str(mv.version), mv.source)
         try:
-            facts = target.deploy(uri, version)
+            target = get_target(self.target, self.endpoint, self.target_conn_id, self.target_settings)
+        except ValueError as exc:
+            raise AirflowFailException(f"endpoint {self.endpoint}: {exc}") from None
+        previous = target.current()
+        if previous is not None and previous.live and previous.as_dict() == asked.as_dict():
+            self.log.info("%s already serves %s version %s; nothing to do", self.endpoint, self.model_name,
+                          asked.version)
+            return {"target": target.kind, "version": asked.version, "previous_version": asked.version,
+                    "seconds_to_serve": 0.0}
+        started = time.time()
+        self.log.info("Deploying %s version %s (%s) to %s endpoint %s; serving before: %s", self.model_name,
+                      asked.version, asked.uri, target.kind, self.endpoint, previous.version if previous else "nothing")
+        try:
+            handle = target.deploy(asked)
         except DeployRefusedError as exc:
-            self._ledger(context, version=version, previous_version=previous.version if previous else None,
+            self._ledger(context, version=asked.version, previous_version=previous.version if previous else None,
                          reason=self.reason, outcome="refused", detail=str(exc))
             raise AirflowFailException(f"deploy refused, {previous.version if previous else 'nothing'} still "
                                        f"serves: {exc}") from None
-        self.log.info("Deploy asked: %s", facts)
+        self.log.info("Deploy asked: %s", handle.get("facts", handle))
         deadline = datetime.now(timezone.utc) + timedelta(seconds=self.wait_timeout)
         # What verify() needs after the deferral, kept in XCom (survives worker and triggerer restarts).
         context["ti"].xcom_push(key="in_flight", value={
-            "version": version, "uri": uri, "asked": asked,
-            "previous": {"version": previous.version, "uri": previous.uri} if previous else None})
-        self.defer(
-            trigger=EndpointVersionTrigger(target.url, version, deadline.isoformat()),
-            method_name="verify",
-            timeout=timedelta(seconds=self.wait_timeout + 60),
-        )
+            "handle": handle, "started": started, "previous": previous.as_dict() if previous else None})
+        self.defer(trigger=DeployStatusTrigger(handle, deadline.isoformat()), method_name="verify",
+                   timeout=timedelta(seconds=self.wait_timeout + 60))
 
     def verify(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        from operators.deploy_targets import Served, target_from_handle
+
         state = context["ti"].xcom_pull(task_ids=self.task_id, key="in_flight")
-        version, uri, asked, previous = state["version"], state["uri"], state["asked"], state["previous"]
-        target = self._target()
-        seconds = time.time() - asked
+        handle, previous = state["handle"], state["previous"]
+        asked = Served(handle["version"], handle["uri"])
+        target = target_from_handle(handle)
+        seconds = round(time.time() - state["started"], 3)
         if event["status"] != "serving":
-            reason = (f"endpoint did not report version {version} within {self.wait_timeout:.0f}s "
-                      f"({event['status']}; it reports {event.get('version')})")
-            self._roll_back(context, target, version, previous, reason)
+            self._roll_back(context, target, asked.version, previous,
+                            f"version {asked.version} is not serving ({event['status']} after up to "
+                            f"{self.wait_timeout:.0f}s): {event.get('reason') or 'no reason given'}")
         try:
-            self._smoke_test(target.url, uri, version)
+            self._smoke_test(target, asked)
         except SmokeTestFailed as exc:
-            self._roll_back(context, target, version, previous, f"smoke test failed: {exc}")
-        from operators.deploy_targets import Served
+            self._roll_back(context, target, asked.version, previous, f"smoke test failed: {exc}")
+        target.confirm(asked, seconds_to_serve=seconds, run_id=context["run_id"])
+        self.log.info("%s serves %s version %s, %.2f s after the deploy was asked", self.endpoint, self.model_name,
+                      asked.version, seconds)
+        self._ledger(context, version=asked.version, previous_version=previous["version"] if previous else None,
+                     reason=self.reason, outcome="serving", seconds_to_serve=seconds)
+        return {"target": target.kind, "version": asked.version,
+                "previous_version": previous["version"] if previous else None, "seconds_to_serve": seconds}
 
-        target.confirm(Served(version, uri), seconds_to_serve=round(seconds, 3), run_id=context["run_id"])
-        self.log.info("%s serves %s version %s at %s, %.2f s after the deploy was asked", self.endpoint,
-                      self.model_name, version, target.url, seconds)
-        self._ledger(context, version=version, previous_version=previous["version"] if previous else None,
-                     reason=self.reason, outcome="serving", seconds_to_serve=round(seconds, 3))
-        return {"url": target.url, "version": version, "previous_version": previous["version"] if previous else None,
-                "seconds_to_serve": round(seconds, 3)}
-
-    def _smoke_test(self, url: str, uri: str, version: str) -> None:
-        """Held-out rows in, one prediction per row out, from the new version; accuracy if asked."""
+    def _smoke_test(self, target, asked) -> None:
+        """Held-out rows in through the target's serving path, one prediction per row out, from
+        the new version; accuracy if asked."""
         from ml import artifacts
         from ml.model_io import read_holdout
-        from operators.endpoint_client import EndpointError, invoke
+        from operators.endpoint_client import EndpointError
 
-        manifest = artifacts.read_manifest(uri, kind="model")
+        manifest = artifacts.read_manifest(asked.uri, kind="model")
         names = [c["name"] for c in manifest.schema]
         holdout = read_holdout(manifest, rows=self.smoke_rows)
         records = holdout.select(names).to_pylist()
         try:
-            answer = invoke(url, records)
+            answer = target.invoke(records)
         except EndpointError as exc:
             raise SmokeTestFailed(str(exc)) from None
-        if answer.get("model_version") != version:
-            raise SmokeTestFailed(f"answered by version {answer.get('model_version')}, not {version}")
+        if answer.get("model_version") != asked.version:
+            raise SmokeTestFailed(f"answered by version {answer.get('model_version')}, not {asked.version}")
         predictions = answer.get("predictions", [])
         if len(predictions) != len(records):
             raise SmokeTestFailed(f"{len(predictions)} predictions for {len(records)} rows")
@@ -156,13 +158,16 @@ class DeployModelOperator(BaseOperator):
             if accuracy < self.min_smoke_accuracy:
                 raise SmokeTestFailed(f"accuracy {accuracy:.3f} on {len(truth)} held-out rows is below "
                                       f"{self.min_smoke_accuracy}")
-        self.log.info("Smoke test passed: %d held-out rows predicted by version %s", len(records), version)
+        self.log.info("Smoke test passed: %d held-out rows predicted by version %s", len(records), asked.version)
 
     def _roll_back(self, context: Context, target, version: str, previous: dict | None, reason: str):
+        from operators.deploy_targets import Served
+
         if previous:
             self.log.error("%s; rolling back to version %s", reason, previous["version"])
             try:
-                target.deploy(previous["uri"], previous["version"])
+                done = target.rollback(Served(previous["version"], previous["uri"]))
+                self.log.info("Rollback: %s", done)
                 outcome = "rolled_back"
             except Exception as exc:  # noqa: BLE001 - report both failures
                 outcome = "rollback_failed"

@@ -23,8 +23,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from operators.deploy_targets.base import DeployRefusedError, DeployTarget, Served
-from operators.endpoint_client import EndpointError, ping, swap
+from typing import Any
+
+from operators.deploy_targets.base import DeployRefusedError, DeployStatus, DeployTarget, Served
+from operators.endpoint_client import EndpointError, invoke, ping, swap
 
 # What a managed server needs from the worker's environment: the basics and the artifact
 # store's settings (it reads model artifacts). Nothing else (no Airflow connections, no
@@ -59,9 +61,12 @@ def _pid_alive(pid: int) -> bool:
 
 
 class LocalServerTarget(DeployTarget):
+    kind = "local"
+
     def __init__(self, endpoint: str, state_dir: str | None = None, host: str | None = None, port: int | None = None,
-                 url: str | None = None, admin_token: str | None = None):
-        self.endpoint = endpoint
+                 url: str | None = None, admin_token: str | None = None, conn_id: str | None = None):
+        super().__init__(endpoint, conn_id, {k: v for k, v in (("state_dir", state_dir), ("host", host),
+                                                               ("port", port)) if v is not None})
         self.dir = Path(state_dir) if state_dir else default_state_dir() / endpoint
         self.dir.mkdir(parents=True, exist_ok=True)
         self._state_path = self.dir / "state.json"
@@ -78,17 +83,17 @@ class LocalServerTarget(DeployTarget):
         self._admin_token = admin_token
 
     @classmethod
-    def from_connection(cls, endpoint: str, conn_id: str | None, **settings) -> LocalServerTarget:
-        """Reached by URL when connection ``conn_id`` exists, else managed on this machine."""
-        from operators.connections import http_url, optional_connection
+    def from_connection(cls, endpoint: str, conn_id: str | None, conn, settings: dict[str, Any]) -> LocalServerTarget:
+        """Reached by URL when connection ``conn_id`` exists, else managed on this machine
+        (settings: state_dir, host, port)."""
+        from operators.connections import http_url
 
-        conn = optional_connection(conn_id)
         if conn is not None:
             url = http_url(conn)
             if url is None:
                 raise ValueError(f"connection {conn_id!r} has no host: set host (and port) of the ml.serve endpoint")
-            return cls(endpoint, url=url, admin_token=conn.password, **settings)
-        return cls(endpoint, **settings)
+            return cls(endpoint, url=url, admin_token=conn.password, conn_id=conn_id, **settings)
+        return cls(endpoint, conn_id=conn_id, **settings)
 
     # ------------------------------------------------------------------ state
     def _state(self) -> dict:
@@ -124,13 +129,34 @@ class LocalServerTarget(DeployTarget):
         if answer and answer.get("model_version") and answer.get("source"):
             return Served(str(answer["model_version"]), answer["source"])
         served = self._state().get("served") if self.managed else None
-        return Served(served["version"], served["uri"]) if served else None
+        return Served(served["version"], served["uri"], live=False) if served else None
+
+    @classmethod
+    async def status(cls, handle: dict[str, Any]) -> DeployStatus:
+        """Serving once /ping reports the asked version and source (the URL is in the handle)."""
+        import asyncio
+
+        answer = await asyncio.to_thread(ping, handle["url"]) or {}
+        reported = answer.get("model_version")
+        if reported == handle["version"] and answer.get("source") == handle["uri"]:
+            return DeployStatus("serving", version=reported)
+        return DeployStatus("progressing", f"{handle['url']} reports {reported}", version=reported)
+
+    def invoke(self, rows: list) -> dict[str, Any]:
+        return invoke(self.url, rows)
+
+    def rollback(self, previous: Served) -> dict[str, Any]:
+        return self._put(previous.uri, previous.version)
 
     def confirm(self, served: Served, **facts) -> None:
         self._save(served={"version": served.version, "uri": served.uri, **facts}, url=self.url)
 
     # ------------------------------------------------------------------ actions
-    def deploy(self, uri: str, version: str) -> dict:
+    def deploy(self, served: Served) -> dict[str, Any]:
+        facts = self._put(served.uri, served.version)
+        return self.handle(url=self.url, version=served.version, uri=served.uri, facts=facts)
+
+    def _put(self, uri: str, version: str) -> dict[str, Any]:
         if not self.managed or ping(self.url) is not None:
             return self._swap(uri, version)
         self.stop()  # a managed process that no longer answers is replaced, not left holding the port

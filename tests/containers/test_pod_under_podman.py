@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from ml import artifacts
-from operators.train_model import TrainModelOperator
+from operators.train_model import training_operator
 from tests.helpers import breast_cancer_table, write_snapshot
 
 # Fixture setup counts: the first test builds the base and the images it needs.
@@ -32,17 +32,15 @@ def test_the_rendered_training_pod_runs_under_podman_and_writes_the_model(podman
     store.mkdir()
     store.chmod(0o777)  # the trainer image runs as an unprivileged user
     write_snapshot(str(store / "snapshots" / "interval=1"), breast_cancer_table())
-    op = TrainModelOperator(
-        task_id="train", data_uri="/data/snapshots/interval=1", output_root="/data/models", config=CONFIG,
-        compute="kubernetes",
-        kubernetes={"image": images["trainer"], "namespace": "ml", "cpu": "1", "memory": "1Gi",
-                    "image_pull_policy": "IfNotPresent",
+    op = training_operator(
+        "kubernetes", task_id="train", data_uri="/data/snapshots/interval=1", output_root="/data/models",
+        config=CONFIG,
+        kubernetes={"image": images["trainer"], "namespace": "ml", "compute_resources": {"cpu": "1", "memory": "1Gi"},
                     "volumes": [{"name": "artifacts", "hostPath": {"path": str(store), "type": "Directory"}}],
                     "volume_mounts": [{"name": "artifacts", "mountPath": "/data"}]})
     context = make_context(run_id="scheduled__2026-01-02T03:00:00+00:00", dag_id="ml_training_pipeline")
     context["ti"] = SimpleNamespace(dag_id="ml_training_pipeline", task_id="train", map_index=-1, try_number=1)
-    pod = ApiClient().sanitize_for_serialization(op.pod_operator(op.command(context)).build_pod_request_obj(
-        context, dry_run=True))
+    pod = ApiClient().sanitize_for_serialization(op.build_pod_request_obj(context, dry_run=True))
     kubernetes_validate.validate(pod, "1.37", strict=True)
     (trainer,) = [c for c in pod["spec"]["containers"] if c["name"] == "base"]
     assert trainer["imagePullPolicy"] == "IfNotPresent" and {"name": "artifacts", "mountPath": "/data"} in [

@@ -56,9 +56,7 @@ def test_training_pipeline_shape_schedule_and_params(dagbag):
         assert dag.get_task(task_id).deferrable
     params = dag.params
     params.validate()  # defaults satisfy their own schemas
-    assert {"estimator", "hyperparameters", "compute", "test_fraction", "metric", "direction", "margin"} <= set(params.keys())
-    schema = params.get_param("compute").schema
-    assert schema["enum"] == ["local", "kubernetes"]
+    assert {"estimator", "hyperparameters", "test_fraction", "metric", "direction", "margin"} <= set(params.keys())
     from airflow.sdk.exceptions import ParamValidationError
 
     with pytest.raises(ParamValidationError):
@@ -102,3 +100,25 @@ def test_dag_file_imports_no_heavy_library(dag_file):
     loaded = _modules_after(f"import runpy; runpy.run_path({str(DAGS / dag_file)!r})")
     heavy = sorted(m for m in loaded - baseline if m.split(".")[0] in HEAVY or m.startswith("google.cloud"))
     assert heavy == [], f"{dag_file} pulls heavy modules at parse time: {heavy[:10]}"
+
+
+def test_kubernetes_compute_makes_the_train_task_a_deferrable_pod_operator():
+    """ML_TRAIN_COMPUTE=kubernetes is the one setting; the Params still size the pod."""
+    code = """
+import os, runpy, json
+os.environ["ML_TRAIN_COMPUTE"] = "kubernetes"
+os.environ["ML_TRAINER_IMAGE"] = "registry.example/ml-trainer:1.2.3"
+dag = runpy.run_path("dags/ml_training_pipeline.py")["dag"]
+train = dag.get_task("train")
+from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+print(json.dumps({"kpo": isinstance(train, KubernetesPodOperator), "cls": type(train).__name__,
+                  "deferrable": train.deferrable, "image": train.image, "namespace": train.namespace,
+                  "resources": train.compute_resources, "retries": train.retries}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=DAGS.parent, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    facts = json.loads(out.stdout.strip().splitlines()[-1])
+    assert facts == {"kpo": True, "cls": "KubernetesTrainOperator", "deferrable": True,
+                     "image": "registry.example/ml-trainer:1.2.3", "namespace": "ml", "retries": 2,
+                     "resources": {"cpu": "{{ params.cpu }}", "memory": "{{ params.memory }}",
+                                   "gpu": "{{ params.gpu }}"}}

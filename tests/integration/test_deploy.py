@@ -70,7 +70,13 @@ def deploy(registry, version, make_context, **kwargs):
 
 
 async def _first(trigger):
-    async for event in trigger.run():
+    """Run the trigger as the triggerer does: rebuilt from its serialized (JSON) kwargs."""
+    import importlib
+
+    path, kwargs = trigger.serialize()
+    module, _, name = path.rpartition(".")
+    rebuilt = getattr(importlib.import_module(module), name)(**json.loads(json.dumps(kwargs)))
+    async for event in rebuilt.run():
         return event
 
 

@@ -102,7 +102,7 @@ def test_the_cron_run_defers_its_sensors_and_deploy_to_the_triggerer_and_serves(
     state, seen = states_seen(af, cron["dag_run_id"])
     assert state == "success", seen
     for task, trigger in (("wait_for_snapshot", "ArtifactTrigger"), ("wait_for_model", "ArtifactTrigger"),
-                          ("deploy", "EndpointVersionTrigger")):
+                          ("deploy", "DeployStatusTrigger")):
         assert {"deferred", trigger} <= seen[task], f"{task} never deferred to {trigger}: {seen[task]}"
     production = airflow["registry"].get_model_version_by_alias(MODEL, "production")
     assert served(demo)["model_version"] == str(production.version) == "1"

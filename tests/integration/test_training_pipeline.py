@@ -49,7 +49,7 @@ def pipeline_env(make_database, tmp_path_factory):
 
 
 def dags_test(env: dict, home: Path, dag_id: str = "ml_training_pipeline", logical_date: str = LOGICAL_DATE,
-              conf: str = '{"compute": "local"}') -> str:
+              conf: str = "{}") -> str:
     proc = subprocess.run(
         [str(BIN / "airflow"), "dags", "test", dag_id, logical_date, "--conf", conf],
         env=env, capture_output=True, text=True, timeout=600,

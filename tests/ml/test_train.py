@@ -95,12 +95,23 @@ def test_missing_values_are_imputed_or_handled_natively(tmp_path):
         assert train.train(snap, str(tmp_path / estimator), config)["metrics"]["accuracy"] > 0.9
 
 
-def test_xcom_return_file_is_written_when_its_folder_exists(cancer_snapshot, tmp_path, monkeypatch):
-    xcom = tmp_path / "airflow" / "xcom" / "return.json"
-    xcom.parent.mkdir(parents=True)
-    monkeypatch.setattr(train, "XCOM_RETURN", str(xcom))
-    result = train.train(cancer_snapshot, str(tmp_path / "m"), train.parse_config(HGB))
-    assert json.loads(xcom.read_text()) == result
+def test_the_result_file_holds_what_was_trained_and_is_absent_on_bad_input(cancer_snapshot, tmp_path, capsys):
+    result_file = tmp_path / "return.json"
+    args = ["--data", cancer_snapshot, "--output", str(tmp_path / "m"), "--result-file", str(result_file)]
+    assert train.main([*args, "--config", json.dumps({**HGB, "estimator": "SVC"})]) == 2
+    assert not result_file.exists()
+    assert train.main([*args, "--config", json.dumps(HGB)]) == 0
+    result = json.loads(result_file.read_text())
+    manifest = artifacts.read_manifest(str(tmp_path / "m"), kind="model")
+    assert result["model_uri"] == str(tmp_path / "m") and result["digest"] == manifest.digest
+    assert result["metrics"] == manifest.extra["metrics"] and not (tmp_path / "return.json.tmp").exists()
+
+
+def test_an_unwritable_result_file_is_not_called_bad_input(cancer_snapshot, tmp_path):
+    proc = run_cli("--data", cancer_snapshot, "--output", str(tmp_path / "m"), "--config", json.dumps(HGB),
+                   "--result-file", str(tmp_path / "missing-folder" / "return.json"))
+    assert proc.returncode == 1  # a retry may succeed; exit 2 would stop retries
+    assert "No such file or directory" in proc.stderr
 
 
 BAD_CONFIGS = [

@@ -1,34 +1,37 @@
-"""TrainModelOperator: the same trainer command as a local subprocess and as a Kubernetes pod.
+"""Training: the same trainer command as a local subprocess (TrainModelOperator) and as a real
+KubernetesPodOperator (KubernetesTrainOperator).
 
 No cluster runs here: the pod is rendered by the cncf-kubernetes provider's own
-``build_pod_request_obj`` and validated against the Kubernetes API schemas.
+``build_pod_request_obj`` and validated against the Kubernetes API schemas; the provider's
+calls (create, delete) are asserted at its hook/client; tests/containers runs the pod itself.
 """
 
 from __future__ import annotations
 
 import json
 from types import SimpleNamespace
+from unittest import mock
 
 import kubernetes_validate
 import pytest
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
 
 from ml import artifacts
-from operators.train_model import TrainModelOperator, trainer_command
+from operators.train_model import TrainModelOperator, training_operator
+from operators.train_pod import KubernetesTrainOperator
+from operators.trainer_command import trainer_command
 from tests.helpers import breast_cancer_table, write_snapshot
 
 CONFIG = {"estimator": "LogisticRegression", "target": "target", "params": {"max_iter": 500}}
 K8S = {
     "image": "registry.example/ml-trainer:0.1.0",
     "namespace": "ml",
-    "cpu": 2,  # native Jinja rendering turns "2" into an int: the operator must cope
-    "memory": "4Gi",
-    "gpu": 1,
+    "compute_resources": {"cpu": 2, "memory": "4Gi", "gpu": 1},  # native Jinja rendering turns "2" into an int
     "node_selector": {"cloud.google.com/gke-accelerator": "nvidia-l4"},
     "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
     "service_account_name": "trainer",
     "env_from_secrets": ["ml-storage-credentials"],
-    "env": {"ML_CODE_VERSION": "0.1.0"},
+    "env_vars": {"ML_CODE_VERSION": "0.1.0"},
 }
 
 
@@ -40,10 +43,13 @@ def snapshot(tmp_path):
 
 
 def test_local_compute_runs_the_trainer_and_returns_its_result(snapshot, tmp_path, make_context):
-    op = TrainModelOperator(task_id="train", data_uri=snapshot, output_uri=str(tmp_path / "model"), config=CONFIG)
+    op = training_operator("local", task_id="train", data_uri=snapshot, output_uri=str(tmp_path / "model"),
+                           config=CONFIG)
+    assert type(op) is TrainModelOperator
     result = op.execute(make_context(run_id="manual__local"))
     manifest = artifacts.open_verified(str(tmp_path / "model"), kind="model")
-    assert result["digest"] == manifest.digest and result["metrics"]["accuracy"] > 0.9
+    assert result == {"model_uri": str(tmp_path / "model"), "digest": manifest.digest,
+                      "metrics": manifest.extra["metrics"]}
     assert manifest.lineage["run_id"] == "manual__local" and manifest.lineage["task_id"] == "train"
     assert manifest.lineage["code_version"]
 
@@ -55,12 +61,14 @@ def test_local_bad_config_fails_without_retry_and_says_why(snapshot, tmp_path, m
         op.execute(make_context())
 
 
-def test_unknown_compute_and_kubernetes_settings_are_refused(snapshot, make_context):
-    with pytest.raises(ValueError, match="unknown kubernetes settings"):
-        TrainModelOperator(task_id="t", data_uri=snapshot, output_uri="/o", config=CONFIG, kubernetes={"cpus": 2})
-    op = TrainModelOperator(task_id="t", data_uri=snapshot, output_uri="/o", config=CONFIG, compute="spark")
-    with pytest.raises(AirflowFailException, match="compute must be one of"):
-        op.execute(make_context())
+def test_unknown_compute_and_missing_image_are_refused_at_parse_time(snapshot):
+    with pytest.raises(ValueError, match="compute must be one of .* ML_TRAIN_COMPUTE"):
+        training_operator("spark", task_id="t", data_uri=snapshot, output_uri="/o", config=CONFIG)
+    with pytest.raises(ValueError, match="needs image="):
+        training_operator("kubernetes", kubernetes={"image": ""}, task_id="t", data_uri=snapshot, output_uri="/o",
+                          config=CONFIG)
+    with pytest.raises(ValueError, match="exactly one of output_uri"):
+        TrainModelOperator(task_id="t", data_uri=snapshot, config=CONFIG)
 
 
 def pod_context(make_context):
@@ -69,27 +77,43 @@ def pod_context(make_context):
     return context
 
 
-def render_pod(make_context, **kwargs):
+def pod_operator(**settings) -> KubernetesTrainOperator:
+    op = training_operator("kubernetes", kubernetes=settings, task_id="train",
+                           data_uri="s3://ml/snapshots/x/interval=1", output_root="s3://ml/models/x", config=CONFIG)
+    assert isinstance(op, KubernetesTrainOperator)
+    return op
+
+
+def render_pod(make_context, **settings):
     from kubernetes.client import ApiClient
 
-    op = TrainModelOperator(task_id="train", data_uri="s3://ml/snapshots/x/interval=1",
-                            output_uri="s3://ml/models/x/interval=1", config=CONFIG, compute="kubernetes", **kwargs)
+    op = pod_operator(**settings)
     context = pod_context(make_context)
-    command = op.command(context)
-    pod = op.pod_operator(command).build_pod_request_obj(context, dry_run=True)
-    return command, ApiClient().sanitize_for_serialization(pod)
+    pod = op.build_pod_request_obj(context, dry_run=True)
+    return op, ApiClient().sanitize_for_serialization(pod)
+
+
+def test_the_train_task_is_a_deferrable_pod_operator_that_deletes_its_pod():
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+
+    op = pod_operator(**K8S)
+    assert isinstance(op, KubernetesPodOperator) and op.deferrable and op.do_xcom_push and op.get_logs
+    assert op.on_finish_action.value == "delete_pod" and op.multiple_outputs
 
 
 def test_pod_runs_the_same_command_with_resources_placement_and_secrets(make_context):
-    command, pod = render_pod(make_context, kubernetes=K8S)
+    op, pod = render_pod(make_context, **K8S)
     spec = pod["spec"]
     (trainer,) = [c for c in spec["containers"] if c["name"] == "base"]
-    assert trainer["command"] + trainer["args"] == command
-    assert command[:3] == ["python", "-m", "ml.train"] and command == trainer_command(
-        "s3://ml/snapshots/x/interval=1", "s3://ml/models/x/interval=1", CONFIG, json.loads(command[-1]))
-    assert trainer["image"] == K8S["image"]
+    command = trainer["command"] + trainer["args"]
+    assert command == trainer_command("s3://ml/snapshots/x/interval=1", "s3://ml/models/x/interval=1", CONFIG,
+                                      json.loads(command[command.index("--lineage") + 1]),
+                                      "/airflow/xcom/return.json")
+    assert json.loads(command[command.index("--lineage") + 1])["run_id"] == "scheduled__2026-01-02T03:00:00+00:00"
+    assert trainer["image"] == K8S["image"] and trainer["imagePullPolicy"] == "IfNotPresent"
     assert trainer["resources"] == {"requests": {"cpu": "2", "memory": "4Gi"},
                                     "limits": {"cpu": "2", "memory": "4Gi", "nvidia.com/gpu": "1"}}
+    assert trainer["terminationMessagePolicy"] == "FallbackToLogsOnError"
     assert spec["nodeSelector"] == K8S["node_selector"]
     assert spec["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     assert spec["serviceAccountName"] == "trainer"
@@ -99,26 +123,83 @@ def test_pod_runs_the_same_command_with_resources_placement_and_secrets(make_con
     assert pod["metadata"]["labels"]["app.kubernetes.io/component"] == "trainer"
     assert any(c["name"] == "airflow-xcom-sidecar" for c in spec["containers"])  # XCom return via return.json
     assert any(m["mountPath"] == "/airflow/xcom" for m in trainer["volumeMounts"])
-    assert kubernetes_validate.validate(pod, kubernetes_validate.latest_version(), strict=True) is not None
+    assert kubernetes_validate.validate(pod, "1.37", strict=True) is not None
 
 
 def test_minimal_pod_without_gpu_validates(make_context):
-    _, pod = render_pod(make_context, kubernetes={"image": "ml-trainer:0.1.0"})
+    _, pod = render_pod(make_context, image="ml-trainer:0.1.0", compute_resources={"cpu": "1", "memory": "1Gi", "gpu": 0})
     (trainer,) = [c for c in pod["spec"]["containers"] if c["name"] == "base"]
     assert "nvidia.com/gpu" not in str(trainer.get("resources"))
     assert pod["metadata"]["namespace"] == "default"
-    kubernetes_validate.validate(pod, kubernetes_validate.latest_version(), strict=True)
+    kubernetes_validate.validate(pod, "1.37", strict=True)
 
 
 def test_invalid_pod_field_is_caught_by_the_schema(make_context):
-    _, pod = render_pod(make_context, kubernetes=K8S)
+    _, pod = render_pod(make_context, **K8S)
     pod["spec"]["tolerations"][0]["tolerationSeconds"] = "soon"
     with pytest.raises(kubernetes_validate.ValidationError):
-        kubernetes_validate.validate(pod, kubernetes_validate.latest_version(), strict=True)
+        kubernetes_validate.validate(pod, "1.37", strict=True)
 
 
-def test_kubernetes_without_image_fails_clearly(make_context):
-    op = TrainModelOperator(task_id="train", data_uri="s3://a", output_uri="s3://b", config=CONFIG,
-                            compute="kubernetes")
-    with pytest.raises(AirflowFailException, match="needs kubernetes=\\{'image'"):
-        op.execute(pod_context(make_context))
+def api_pod(exit_code: int):
+    """A finished training pod as the API returns it (container statuses of a terminated pod)."""
+    from kubernetes.client import ApiClient
+
+    class _Response:
+        data = json.dumps({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "train-train-abc", "namespace": "ml"},
+            "spec": {"containers": [{"name": "base", "image": "ml-trainer:0.1.0"},
+                                    {"name": "airflow-xcom-sidecar", "image": "alpine:3.24.2"}]},
+            "status": {"phase": "Failed" if exit_code else "Succeeded", "containerStatuses": [
+                {"name": "base", "ready": False, "restartCount": 0, "image": "ml-trainer:0.1.0", "imageID": "",
+                 "state": {"terminated": {"exitCode": exit_code, "reason": "Error" if exit_code else "Completed",
+                                          "message": "ml.train: error: estimator 'SVC' is not allowed"}}},
+                {"name": "airflow-xcom-sidecar", "ready": True, "restartCount": 0, "image": "alpine:3.24.2",
+                 "imageID": "", "state": {"running": {"startedAt": "2026-01-02T03:00:09Z"}}}]},
+        })
+
+    return ApiClient().deserialize(_Response(), "V1Pod")
+
+
+@pytest.mark.parametrize("exit_code,expected", [(2, AirflowFailException), (1, AirflowException), (137, AirflowException)])
+def test_trainer_exit_code_2_fails_without_retry_and_others_may_retry(exit_code, expected):
+    op = pod_operator(image="ml-trainer:0.1.0")
+    pod = api_pod(exit_code)
+    with mock.patch.object(KubernetesTrainOperator, "client") as client:  # the provider's CoreV1Api
+        client.read_namespaced_pod.return_value = pod
+        client.list_namespaced_event.return_value = SimpleNamespace(items=[])
+        with pytest.raises(expected) as info:
+            op.cleanup(pod, pod)
+    assert (type(info.value) is AirflowFailException) == (exit_code == 2)
+    assert "train-train-abc returned a failure" in str(info.value)
+    assert "train-train-abc" in str(client.delete_namespaced_pod.call_args)  # deleted either way
+
+
+def test_execute_creates_the_pod_and_defers_to_the_pod_trigger(make_context):
+    op = pod_operator(**K8S)
+    context = pod_context(make_context)
+    context["ti"].xcom_push = mock.Mock()
+    created = {}
+
+    def create(pod_request_obj, context):
+        created["pod"] = pod_request_obj
+        return pod_request_obj
+
+    with mock.patch.object(KubernetesTrainOperator, "get_or_create_pod", side_effect=create), \
+            mock.patch.object(KubernetesTrainOperator, "hook"):
+        with pytest.raises(TaskDeferred) as deferred:
+            op.execute(context)
+    trigger = deferred.value.trigger
+    assert type(trigger).__name__ == "KubernetesPodTrigger"
+    kwargs = trigger.serialize()[1]
+    assert kwargs["pod_name"] == created["pod"].metadata.name and kwargs["pod_namespace"] == "ml"
+    assert "--result-file" in created["pod"].spec.containers[0].args
+
+
+def test_on_kill_deletes_the_pod_through_the_client():
+    op = pod_operator(image="ml-trainer:0.1.0")
+    op.pod = api_pod(0)
+    with mock.patch.object(KubernetesTrainOperator, "client") as client:
+        op.on_kill()
+    client.delete_namespaced_pod.assert_called_once_with(name="train-train-abc", namespace="ml")

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from operators.deploy_targets import DeployRefusedError, get_target
+from operators.deploy_targets import DeployRefusedError, Served, get_target
 from operators.endpoint_client import invoke, ping
 from tests.serving_helpers import REPO, ServerProcess
 
@@ -22,13 +22,15 @@ def test_an_empty_server_gets_models_through_the_connection_target(trained_model
         assert ping(srv.url) is None  # 503 until a deploy
         monkeypatch.setenv("AIRFLOW_CONN_ML_ENDPOINT_IT", json.dumps(
             {"conn_type": "http", "host": "127.0.0.1", "port": srv.port, "password": TOKEN}))
-        target = get_target("local", "it", conn_id="ml_endpoint_it", state_dir=str(tmp_path / "state"))
+        target = get_target("local", "it", "ml_endpoint_it", {"state_dir": str(tmp_path / "state")})
         assert target.url == srv.url and not target.managed and target.current() is None
-        facts = target.deploy(trained_models["1"], "1")
-        assert facts["action"] == "hot-swap" and facts["model_version"] == "1"
+        handle = target.deploy(Served("1", trained_models["1"]))
+        assert handle["facts"]["action"] == "hot-swap" and handle["facts"]["model_version"] == "1"
+        assert TOKEN not in json.dumps(handle)  # the handle travels to the triggerer: names only
+        assert handle["kind"] == "local" and handle["conn_id"] == "ml_endpoint_it" and handle["url"] == srv.url
         served = target.current()
         assert (served.version, served.uri) == ("1", trained_models["1"])
-        target.deploy(trained_models["2"], "2")
+        target.deploy(Served("2", trained_models["2"]))
         width = len(ping(srv.url)["features"])
         assert target.current().version == "2" and invoke(srv.url, [[1.0] * width])["model_version"] == "2"
         target.stop()  # a server reached by URL is not ours to stop
@@ -37,9 +39,9 @@ def test_an_empty_server_gets_models_through_the_connection_target(trained_model
     with ServerProcess("--allow-empty", env={"ML_SERVE_ADMIN_TOKEN": TOKEN}, ready="/openapi.json") as srv:
         monkeypatch.setenv("AIRFLOW_CONN_ML_ENDPOINT_IT", json.dumps(
             {"conn_type": "http", "host": "127.0.0.1", "port": srv.port, "password": "wrong"}))
-        target = get_target("local", "it", conn_id="ml_endpoint_it", state_dir=str(tmp_path / "state"))
+        target = get_target("local", "it", "ml_endpoint_it", {"state_dir": str(tmp_path / "state")})
         with pytest.raises(DeployRefusedError, match="401|403"):
-            target.deploy(trained_models["1"], "1")
+            target.deploy(Served("1", trained_models["1"]))
 
 
 def test_allow_empty_without_an_admin_token_is_refused_with_the_reason():

@@ -39,8 +39,10 @@ def target_from_handle(handle: dict[str, Any]) -> DeployTarget:
     from operators.connections import optional_connection
 
     conn_id = handle.get("conn_id")
-    return target_class(handle["kind"]).from_connection(handle["endpoint"], conn_id, optional_connection(conn_id),
-                                                        handle.get("settings") or {})
+    target = target_class(handle["kind"]).from_connection(handle["endpoint"], conn_id, optional_connection(conn_id),
+                                                          handle.get("settings") or {})
+    target.in_flight = handle
+    return target
 
 
 __all__ = ["DeployRefusedError", "DeployStatus", "DeployTarget", "Served", "get_target", "target_from_handle",

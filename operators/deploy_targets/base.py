@@ -47,6 +47,7 @@ class DeployStatus:
 
 class DeployTarget(abc.ABC):
     kind: ClassVar[str]
+    in_flight: dict[str, Any] | None = None  # the handle of the deploy being verified, when rebuilt from it
 
     def __init__(self, endpoint: str, conn_id: str | None = None, settings: dict[str, Any] | None = None):
         self.endpoint, self.conn_id, self.settings = endpoint, conn_id, dict(settings or {})

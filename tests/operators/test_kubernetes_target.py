@@ -1,0 +1,309 @@
+"""The Kubernetes deploy target: objects validated against the 1.37 schemas, rollout status on
+API-shaped objects (tests/fixtures/kubernetes), and the apply/rollback calls as they leave the
+provider hook's API client (no cluster runs here; tests/containers runs the objects under podman).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from unittest import mock
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from operators.deploy_targets import DeployRefusedError, Served, get_target, target_from_handle
+from operators.deploy_targets.kubernetes import KubernetesTarget
+from operators.deploy_targets.kubernetes_manifests import EndpointSpec, endpoint_objects, resource_name
+from operators.deploy_targets.kubernetes_rollout import rollout_status
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "kubernetes"
+V1 = Served("1", "s3://ml/models/churn/interval=1")
+V2 = Served("2", "s3://ml/models/churn/interval=2")
+SETTINGS = {"image": "registry.example/ml-serving:0.1.0", "service_level": "production",
+            "env_from_secrets": ["ml-storage-credentials"]}
+
+
+def scenario(name: str):
+    """(deployment, replica sets, pods) of a fixture, the shared Deployment with its status."""
+    common = yaml.safe_load((FIXTURES / "common.yaml").read_text())
+    case = yaml.safe_load((FIXTURES / f"{name}.yaml").read_text())
+    deployment = copy.deepcopy(common["deployment"])
+    deployment["status"] = case["deployment_status"]
+    return deployment, common["replica_sets"], case["pods"]
+
+
+# ---------------------------------------------------------------------------------------- objects
+@pytest.mark.parametrize("level", ["development", "staging", "production"])
+def test_every_object_validates_strictly_against_the_1_37_schemas(level):
+    spec = EndpointSpec.from_settings({**SETTINGS, "service_level": level,
+                                       "autoscale": {"min": 2, "max": 6, "cpu_percent": 60},
+                                       "volumes": [{"name": "models", "persistentVolumeClaim": {"claimName": "ml"}}],
+                                       "volume_mounts": [{"name": "models", "mountPath": "/data", "readOnly": True}]})
+    objects = endpoint_objects("churn", V2.version, V2.uri, spec)
+    assert [o["kind"] for o in objects] == ["Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler"]
+    for obj in objects:
+        kubernetes_validate.validate(obj, "1.37", strict=True)
+    assert {o["metadata"]["namespace"] for o in objects} == {f"ml-{level}"}
+    assert all(o["metadata"]["labels"]["ml-pipelines.io/service-level"] == level for o in objects)
+    assert "replicas" not in objects[0]["spec"]  # the HPA owns the count
+
+
+def test_the_deployment_carries_the_model_probes_rolling_update_and_graceful_stop():
+    spec = EndpointSpec.from_settings(SETTINGS)
+    deployment, svc, pdb = endpoint_objects("churn", V2.version, V2.uri, spec)
+    pod = deployment["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    assert container["args"] == ["--model", V2.uri, "--model-version", "2"]
+    assert pod["metadata"]["annotations"]["ml-pipelines.io/model-version"] == "2"  # a new version rolls out
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/ping", "port": "http"}
+    assert deployment["spec"]["replicas"] == 3  # production
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    assert deployment["spec"]["minReadySeconds"] == 5 and deployment["spec"]["progressDeadlineSeconds"] == 300
+    stop = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert stop == ["sleep", "5"] and pod["spec"]["terminationGracePeriodSeconds"] >= 5 + 10  # preStop + drain
+    assert container["envFrom"] == [{"secretRef": {"name": "ml-storage-credentials"}}]
+    # the Service selects stable and canary pods alike; the Deployment only its own track
+    assert svc["spec"]["selector"].items() < deployment["spec"]["selector"]["matchLabels"].items()
+    assert pdb["spec"]["selector"]["matchLabels"] == svc["spec"]["selector"] and pdb["spec"]["maxUnavailable"] == 1
+
+
+def test_bad_settings_are_refused_with_what_is_allowed():
+    with pytest.raises(ValueError, match=r"unknown kubernetes endpoint settings \['replica'\]"):
+        EndpointSpec.from_settings({"replica": 2})
+    with pytest.raises(ValueError, match="service_level 'prod' is not one of"):
+        EndpointSpec.from_settings({"service_level": "prod"})
+    assert resource_name("Churn_Model.v2") == "ml-churn-model-v2" and resource_name("ml-x") == "ml-x"
+
+
+# ---------------------------------------------------------------------------------------- rollout
+NOW = datetime(2026, 11, 23, 10, 2, 0, tzinfo=timezone.utc)
+
+
+def test_a_complete_rollout_is_serving():
+    status = rollout_status(*scenario("complete"), now=NOW)
+    assert status.state == "serving" and "successfully rolled out (3/3 available)" in status.reason
+
+
+def test_a_rollout_the_controller_has_not_observed_is_progressing():
+    deployment, replica_sets, pods = scenario("complete")
+    deployment["status"]["observedGeneration"] = 1
+    status = rollout_status(deployment, replica_sets, pods, now=NOW)
+    assert status.state == "progressing" and "observe generation 2" in status.reason
+
+
+@pytest.mark.parametrize("name,reason", [
+    ("image_pull", 'image pull error in pod ml-churn-5d8f7b4c9b-q9wzt, container serving (ImagePullBackOff): '
+                   'Back-off pulling image "registry.example/ml-serving:0.2.0-typo"'),
+    ("crash_loop", "crash loop in pod ml-churn-5d8f7b4c9b-m4d8r, container serving: restarted 3 times, "
+                   "last exit code 2 (Error)"),
+    ("progress_deadline", 'ProgressDeadlineExceeded: ReplicaSet "ml-churn-5d8f7b4c9b" has timed out progressing.'),
+])
+def test_failures_that_will_not_heal_fail_with_the_reason(name, reason):
+    status = rollout_status(*scenario(name), now=NOW)
+    assert status.state == "failed" and status.reason.startswith(reason)
+
+
+def test_a_pod_that_never_gets_ready_fails_after_the_readiness_timeout_only():
+    started = datetime(2026, 11, 23, 10, 1, 4, tzinfo=timezone.utc)
+    early = rollout_status(*scenario("readiness_timeout"), readiness_timeout=180, now=started + timedelta(seconds=60))
+    assert early.state == "progressing" and early.reason == (
+        "waiting for deployment ml-churn rollout to finish: 1 out of 3 new replicas have been updated")
+    late = rollout_status(*scenario("readiness_timeout"), readiness_timeout=180, now=started + timedelta(seconds=181))
+    assert late.state == "failed" and late.reason.startswith(
+        "readiness timeout: pod ml-churn-5d8f7b4c9b-h2v6n, container serving has run 181s")
+
+
+def test_failing_pods_of_the_old_replica_set_do_not_fail_the_new_rollout():
+    deployment, replica_sets, pods = scenario("crash_loop")
+    pods[0]["metadata"]["ownerReferences"][0]["name"] = "ml-churn-7c5b9d6f84"  # revision 1's pod
+    assert rollout_status(deployment, replica_sets, pods, now=NOW).state == "progressing"
+
+
+# ---------------------------------------------------------------------------------------- the hook
+class FakeApiServer:
+    """Stands behind the provider hook's ApiClient: records each call as it would go on the wire
+    and answers like the API server (server-side apply returns the object with a generation)."""
+
+    def __init__(self, existing: dict | None = None):
+        self.calls: list[dict] = []
+        self.existing = existing or {}
+
+    def call_api(self, resource_path, method, path_params=None, query_params=None, header_params=None, body=None,
+                 **kwargs):
+        path = resource_path.format(**(path_params or {}))
+        self.calls.append({"path": path, "method": method, "query": dict(query_params or []),
+                           "content_type": (header_params or {}).get("Content-Type"), "body": body})
+        from kubernetes.client.exceptions import ApiException
+
+        if method == "GET":
+            if path in self.existing:
+                return self._typed(self.existing[path], kwargs.get("response_type"))
+            raise ApiException(status=404, reason="Not Found")
+        if method == "PATCH" and body.get("metadata", {}).get("labels", {}).get("reject"):
+            raise ApiException(status=422, reason="Unprocessable Entity")
+        if method == "PATCH":
+            return {**body, "metadata": {**body["metadata"], "generation": 4}}
+        return {}
+
+    @staticmethod
+    def _typed(obj, response_type):
+        from kubernetes.client import ApiClient
+
+        class _Response:
+            data = json.dumps(obj)
+
+        return ApiClient().deserialize(_Response(), response_type) if response_type else obj
+
+
+@pytest.fixture
+def api_server(monkeypatch):
+    from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+    from kubernetes.client import ApiClient
+
+    server = FakeApiServer()
+    client = ApiClient()
+    monkeypatch.setattr(client, "call_api", server.call_api)
+    monkeypatch.setattr(KubernetesHook, "get_conn", lambda self: client)
+    monkeypatch.setenv("AIRFLOW_CONN_ML_ENDPOINT_K8S", json.dumps(
+        {"conn_type": "generic", "extra": {"target": "kubernetes", "kubernetes_conn_id": "kube_prod", **SETTINGS}}))
+    return server
+
+
+APPLY_QUERY = {"fieldManager": "ml-pipelines", "force": True}
+
+
+def test_deploy_is_a_server_side_apply_of_each_object_through_the_hook(api_server):
+    target = get_target(None, "churn", "ml_endpoint_k8s")  # the connection's extra chose the target
+    assert isinstance(target, KubernetesTarget) and target.kube_conn_id == "kube_prod"
+    handle = target.deploy(V2)
+    patches = [c for c in api_server.calls if c["method"] == "PATCH"]
+    assert [c["path"] for c in patches] == [
+        "/apis/apps/v1/namespaces/ml-production/deployments/ml-churn",
+        "/api/v1/namespaces/ml-production/services/ml-churn",
+        "/apis/policy/v1/namespaces/ml-production/poddisruptionbudgets/ml-churn"]
+    assert all(c["content_type"] == "application/apply-patch+yaml" and c["query"] == APPLY_QUERY for c in patches)
+    assert patches[0]["body"] == endpoint_objects("churn", "2", V2.uri, target.spec)[0]
+    assert handle == {**handle, "kind": "kubernetes", "endpoint": "churn", "conn_id": "ml_endpoint_k8s",
+                      "settings": {}, "version": "2", "uri": V2.uri, "namespace": "ml-production",
+                      "deployment": "ml-churn", "track": "stable", "generation": 4, "kubernetes_conn_id": "kube_prod"}
+    json.dumps(handle)  # travels to the triggerer as JSON
+
+
+def test_rollback_re_applies_the_previous_version(api_server):
+    target = target_from_handle(get_target(None, "churn", "ml_endpoint_k8s").deploy(V2))
+    api_server.calls.clear()
+    done = target.rollback(V1)
+    (deployment,) = [c for c in api_server.calls if c["path"].endswith("/deployments/ml-churn")]
+    assert deployment["method"] == "PATCH" and deployment["query"] == APPLY_QUERY
+    assert deployment["body"]["spec"]["template"]["spec"]["containers"][0]["args"] == [
+        "--model", V1.uri, "--model-version", "1"]
+    assert done["action"] == "re-applied previous version" and done["version"] == "1"
+
+
+def test_a_canary_goes_beside_the_stable_deployment_and_its_rollback_removes_it(api_server):
+    stable = endpoint_objects("churn", "1", V1.uri, EndpointSpec.from_settings(SETTINGS))[0]
+    api_server.existing["/apis/apps/v1/namespaces/ml-production/deployments/ml-churn"] = stable
+    target = get_target(None, "churn", "ml_endpoint_k8s", {"canary_percent": 34})
+    handle = target.deploy(V2)
+    assert handle["track"] == "canary" and handle["deployment"] == "ml-churn-canary"
+    (canary,) = [c for c in api_server.calls if c["method"] == "PATCH" and "deployments" in c["path"]]
+    assert canary["path"].endswith("/deployments/ml-churn-canary") and canary["body"]["spec"]["replicas"] == 2
+    kubernetes_validate.validate(canary["body"], "1.37", strict=True)
+    assert target.current() == Served("1", V1.uri, live=False)  # stable untouched (its status is not complete)
+    rebuilt = target_from_handle(handle)
+    api_server.calls.clear()
+    rebuilt.rollback(V1)
+    assert [(c["method"], c["path"]) for c in api_server.calls] == [
+        ("DELETE", "/apis/apps/v1/namespaces/ml-production/deployments/ml-churn-canary")]
+
+
+def test_an_object_the_api_server_refuses_is_a_refused_deploy(api_server):
+    target = get_target(None, "churn", "ml_endpoint_k8s")
+    with mock.patch("operators.deploy_targets.kubernetes.endpoint_objects") as render:
+        render.return_value = [{"kind": "Deployment", "metadata": {"name": "ml-churn", "namespace": "ml-production",
+                                                                   "labels": {"reject": "yes"}}}]
+        with pytest.raises(DeployRefusedError, match="refused Deployment ml-production/ml-churn \\(422"):
+            target.deploy(V2)
+
+
+def test_the_smoke_test_goes_through_the_api_server_proxy_to_the_service(api_server):
+    target = get_target(None, "churn", "ml_endpoint_k8s")
+    target.invoke([[1.0, 2.0]])
+    (call,) = api_server.calls
+    assert call["method"] == "POST" and call["body"] == {"instances": [[1.0, 2.0]]}
+    assert call["path"] == "/api/v1/namespaces/ml-production/services/ml-churn:http/proxy/invocations"
+
+
+@pytest.mark.parametrize("name,state", [("complete", "serving"), ("image_pull", "failed"), ("progress_deadline", "failed")])
+def test_status_reads_the_rollout_and_decides(name, state, api_server):
+    handle = get_target(None, "churn", "ml_endpoint_k8s").deploy(V2)
+
+    async def read(h):
+        assert h == handle
+        return scenario(name)
+
+    with mock.patch("operators.deploy_targets.kubernetes.read_rollout", read):
+        status = asyncio.run(KubernetesTarget.status(handle))
+    assert status.state == state and (status.version == "2") == (state == "serving")
+
+
+def test_status_of_a_deployment_someone_else_changed_fails_as_superseded(api_server):
+    handle = get_target(None, "churn", "ml_endpoint_k8s").deploy(V1)
+
+    async def read(h):
+        return scenario("complete")  # asks for version 2 now
+
+    with mock.patch("operators.deploy_targets.kubernetes.read_rollout", read):
+        status = asyncio.run(KubernetesTarget.status(handle))
+    assert status.state == "failed" and "superseded" in status.reason and "version 2" in status.reason
+
+
+def test_a_failed_rollout_is_rolled_back_by_the_deploy_operator_with_the_reason(api_server, make_context):
+    """DeployModelOperator on the Kubernetes target: deploy, defer on the one trigger class,
+    the rollout fails (image pull), the previous version is re-applied, the ledger says why."""
+    from airflow.sdk.exceptions import AirflowException, TaskDeferred
+
+    from operators.deploy_model import DeployModelOperator
+    from tests.helpers import FakeTaskInstance
+
+    stable = endpoint_objects("churn", "1", V1.uri, EndpointSpec.from_settings(SETTINGS))[0]
+    stable["metadata"]["generation"] = 1
+    stable["status"] = {"observedGeneration": 1, "replicas": 3, "updatedReplicas": 3, "readyReplicas": 3,
+                        "availableReplicas": 3}
+    api_server.existing["/apis/apps/v1/namespaces/ml-production/deployments/ml-churn"] = stable
+    op = DeployModelOperator(task_id="deploy", model_name="churn", version="2", endpoint="churn",
+                             target_conn_id="ml_endpoint_k8s", wait_timeout=30)
+    context = make_context(run_id="deploy-2")
+    context["ti"] = FakeTaskInstance()
+    with mock.patch.object(DeployModelOperator, "_resolve", return_value=mock.Mock(version="2", source=V2.uri)):
+        with pytest.raises(TaskDeferred) as deferred:
+            op.execute(context)
+    path, kwargs = deferred.value.trigger.serialize()
+    assert path == "operators.deploy_trigger.DeployStatusTrigger" and kwargs["handle"]["kind"] == "kubernetes"
+
+    async def read(handle):
+        return scenario("image_pull")
+
+    from operators.deploy_trigger import DeployStatusTrigger
+
+    with mock.patch("operators.deploy_targets.kubernetes.read_rollout", read):
+        event = asyncio.run(_first_event(DeployStatusTrigger(**json.loads(json.dumps(kwargs)))))
+    assert event["status"] == "failed" and "ImagePullBackOff" in event["reason"]
+    api_server.calls.clear()
+    with pytest.raises(AirflowException, match="rolled back to 1: version 2 is not serving .*ImagePullBackOff"):
+        op.verify(context, event)
+    rollback = next(c for c in api_server.calls if c["path"].endswith("/deployments/ml-churn"))
+    assert rollback["body"]["metadata"]["annotations"]["ml-pipelines.io/model-version"] == "1"
+    ledger = context["ti"].xcom_pull(key="ledger")
+    assert ledger["outcome"] == "rolled_back" and ledger["version"] == "1" and ledger["failed_version"] == "2"
+
+
+async def _first_event(trigger):
+    async for event in trigger.run():
+        return event.payload

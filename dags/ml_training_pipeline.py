@@ -10,6 +10,7 @@ only inside the operators' execute methods.
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import timedelta
 
@@ -42,6 +43,9 @@ KUBERNETES = {
     "compute_resources": {"cpu": "{{ params.cpu }}", "memory": "{{ params.memory }}", "gpu": "{{ params.gpu }}"},
     "service_account_name": os.environ.get("ML_K8S_SERVICE_ACCOUNT") or None,
     "env_from_secrets": [s for s in os.environ.get("ML_K8S_ENV_SECRETS", "").split(",") if s],
+    # Kubernetes-shaped JSON lists, e.g. a PVC or hostPath holding a file:// artifact store
+    "volumes": json.loads(os.environ.get("ML_K8S_VOLUMES") or "[]"),
+    "volume_mounts": json.loads(os.environ.get("ML_K8S_VOLUME_MOUNTS") or "[]"),
 }
 
 RETRY_DELAY = timedelta(seconds=float(os.environ.get("ML_RETRY_DELAY_SECONDS", "30")))

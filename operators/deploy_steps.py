@@ -10,15 +10,18 @@ from operators.deploy_ledger import FailIfUpstreamFailedOperator, RecordLedgerOp
 from operators.deploy_model import DeployModelOperator
 
 ENDPOINT = os.environ.get("ML_ENDPOINT", "local-default")
-DEPLOY_TARGET = os.environ.get("ML_DEPLOY_TARGET", "local")
-# An endpoint reached by URL (host, port, admin token as password); absent: the local target
-# starts and manages a server on the worker's machine.
+# The deploy target is one setting: ML_DEPLOY_TARGET (local, kubernetes), or else the endpoint
+# connection's extra "target", or else local (see operators/deploy_targets/__init__.py).
+DEPLOY_TARGET = os.environ.get("ML_DEPLOY_TARGET") or None
+# The endpoint's connection: an ml.serve endpoint reached by URL (host, port, admin token as
+# password), or a Kubernetes endpoint's settings as extras. Absent: the local target starts and
+# manages a server on the worker's machine.
 ENDPOINT_CONN_ID = os.environ.get("ML_ENDPOINT_CONN_ID", "ml_endpoint")
 
 
 def endpoint_asset(endpoint: str = ENDPOINT) -> Asset:
     """The ledger of an endpoint: one asset event per deploy or rollback."""
-    return Asset(name=f"endpoint.{endpoint}", uri=f"x-ml-endpoint://{DEPLOY_TARGET}/{endpoint}")
+    return Asset(name=f"endpoint.{endpoint}", uri=f"x-ml-endpoint://{endpoint}")
 
 
 def deploy_steps(*, model_name, version, reason: str, alias=None, endpoint: str = ENDPOINT,

@@ -50,8 +50,8 @@ def podman(docker, images) -> Podman:
     sidecar = PodDefaults.SIDECAR_CONTAINER.image  # no registry here: a stand-in built from the Debian base
     docker.build("tests/containers/xcom-sidecar.Dockerfile", sidecar)
     pm = Podman()
-    pm.load_from(docker, images["trainer"])
-    pm.load_from(docker, sidecar)
+    for image in (images["trainer"], images["serving"], sidecar):
+        pm.load_from(docker, image)
     return pm
 
 

@@ -105,8 +105,25 @@ class DeployModelOperator(BaseOperator):
         # What verify() needs after the deferral, kept in XCom (survives worker and triggerer restarts).
         context["ti"].xcom_push(key="in_flight", value={
             "handle": handle, "started": started, "previous": previous.as_dict() if previous else None})
+        first = self._status_now(handle)
+        if first is not None and first.done:  # e.g. a hot swap: nothing to wait for, so no deferral
+            return self.verify(context, {"status": first.state, "reason": first.reason, "version": first.version})
         self.defer(trigger=DeployStatusTrigger(handle, deadline.isoformat()), method_name="verify",
                    timeout=timedelta(seconds=self.wait_timeout + 60))
+
+    def _status_now(self, handle: dict[str, Any]):
+        """The target's status once, before deferring. Deferring when the deploy is already done
+        costs a triggerer round trip, and a resume that fast races the scheduler's handling of
+        the deferring workload's exit (Airflow 3.3 can then mark the resumed task failed)."""
+        import asyncio
+
+        from operators.deploy_targets import target_class
+
+        try:
+            return asyncio.run(target_class(handle["kind"]).status(handle))
+        except Exception as exc:  # noqa: BLE001 - the trigger asks again; the deadline decides
+            self.log.info("Status not known yet (%s); waiting in the triggerer", exc)
+            return None
 
     def verify(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         from operators.deploy_targets import Served, target_from_handle

@@ -281,7 +281,13 @@ def test_a_failed_rollout_is_rolled_back_by_the_deploy_operator_with_the_reason(
                              target_conn_id="ml_endpoint_k8s", wait_timeout=30)
     context = make_context(run_id="deploy-2")
     context["ti"] = FakeTaskInstance()
-    with mock.patch.object(DeployModelOperator, "_resolve", return_value=mock.Mock(version="2", source=V2.uri)):
+    async def just_applied(handle):  # the controller has not observed generation 2 yet
+        deployment, replica_sets, pods = scenario("complete")
+        deployment["status"]["observedGeneration"] = 1
+        return deployment, replica_sets, pods
+
+    with mock.patch.object(DeployModelOperator, "_resolve", return_value=mock.Mock(version="2", source=V2.uri)), \
+            mock.patch("operators.deploy_targets.kubernetes.read_rollout", just_applied):
         with pytest.raises(TaskDeferred) as deferred:
             op.execute(context)
     path, kwargs = deferred.value.trigger.serialize()

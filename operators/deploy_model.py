@@ -101,13 +101,15 @@ class DeployModelOperator(BaseOperator):
             raise AirflowFailException(f"deploy refused, {previous.version if previous else 'nothing'} still "
                                        f"serves: {exc}") from None
         self.log.info("Deploy asked: %s", handle.get("facts", handle))
-        deadline = datetime.now(timezone.utc) + timedelta(seconds=self.wait_timeout)
-        # What verify() needs after the deferral, kept in XCom (survives worker and triggerer restarts).
-        context["ti"].xcom_push(key="in_flight", value={
-            "handle": handle, "started": started, "previous": previous.as_dict() if previous else None})
+        state = {"handle": handle, "started": started, "previous": previous.as_dict() if previous else None}
         first = self._status_now(handle)
         if first is not None and first.done:  # e.g. a hot swap: nothing to wait for, so no deferral
-            return self.verify(context, {"status": first.state, "reason": first.reason, "version": first.version})
+            target.in_flight = handle
+            return self._finish(context, target, state,
+                                {"status": first.state, "reason": first.reason, "version": first.version})
+        deadline = datetime.now(timezone.utc) + timedelta(seconds=self.wait_timeout)
+        # What verify() needs after the deferral, kept in XCom (survives worker and triggerer restarts).
+        context["ti"].xcom_push(key="in_flight", value=state)
         self.defer(trigger=DeployStatusTrigger(handle, deadline.isoformat()), method_name="verify",
                    timeout=timedelta(seconds=self.wait_timeout + 60))
 
@@ -126,12 +128,18 @@ class DeployModelOperator(BaseOperator):
             return None
 
     def verify(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
-        from operators.deploy_targets import Served, target_from_handle
+        """Resumed from DeployStatusTrigger: the target and the in-flight state rebuilt from XCom."""
+        from operators.deploy_targets import target_from_handle
 
         state = context["ti"].xcom_pull(task_ids=self.task_id, key="in_flight")
+        return self._finish(context, target_from_handle(state["handle"]), state, event)
+
+    def _finish(self, context: Context, target, state: dict[str, Any], event: dict[str, Any]) -> dict[str, Any]:
+        """Roll back on a failed status, else smoke-test, confirm and record the deploy."""
+        from operators.deploy_targets import Served
+
         handle, previous = state["handle"], state["previous"]
         asked = Served(handle["version"], handle["uri"])
-        target = target_from_handle(handle)
         seconds = round(time.time() - state["started"], 3)
         if event["status"] != "serving":
             self._roll_back(context, target, asked.version, previous,

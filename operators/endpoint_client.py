@@ -1,6 +1,6 @@
 """One client for the ml.serve HTTP contract (GET /ping, POST /invocations, POST /admin/model).
 
-The deploy targets, the endpoint trigger, the smoke test and the demo report all speak to an
+The local deploy target (its deploy, status and smoke test) and the demo report speak to an
 endpoint through these three calls, so the contract is written down on the client side once.
 Plain urllib: it runs in the worker, in the triggerer (inside ``asyncio.to_thread``) and in
 the demo without another dependency.

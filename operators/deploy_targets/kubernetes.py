@@ -81,6 +81,11 @@ class KubernetesTarget(DeployTarget):
             raise
         return api_client.sanitize_for_serialization(applied)
 
+    def _apply_all(self, api_client, objects: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+        """Apply ``objects`` in order; the applied objects and their ``Kind/name`` for the log."""
+        applied = [self._apply(api_client, obj) for obj in objects]
+        return applied, [f"{o['kind']}/{o['metadata']['name']}" for o in applied]
+
     def _read_deployment(self, api_client, name: str) -> dict[str, Any] | None:
         from kubernetes import client
         from kubernetes.client.exceptions import ApiException
@@ -115,14 +120,13 @@ class KubernetesTarget(DeployTarget):
                        service(self.endpoint, self.spec), disruption_budget(self.endpoint, self.spec)]
         else:
             objects = endpoint_objects(self.endpoint, served.version, served.uri, self.spec)
-        applied = [self._apply(api, obj) for obj in objects]
+        applied, names = self._apply_all(api, objects)
         watched = applied[0]["metadata"]
         return self.handle(
             version=served.version, uri=served.uri, namespace=self.spec.ns, deployment=watched["name"],
             track="canary" if canary else "stable", generation=watched.get("generation"),
             kubernetes_conn_id=self.kube_conn_id, readiness_timeout=self.spec.readiness_timeout_seconds,
-            facts={"applied": [f"{o['kind']}/{o['metadata']['name']}" for o in applied],
-                   "namespace": self.spec.ns, "service_level": self.spec.service_level})
+            facts={"applied": names, "namespace": self.spec.ns, "service_level": self.spec.service_level})
 
     @classmethod
     async def status(cls, handle: dict[str, Any]) -> DeployStatus:
@@ -176,10 +180,8 @@ class KubernetesTarget(DeployTarget):
         if (self.in_flight or {}).get("track") == "canary":  # stable never changed: remove the canary
             client.AppsV1Api(api).delete_namespaced_deployment(f"{self.name}-canary", self.spec.ns)
             return {"action": "deleted canary", "deployment": f"{self.name}-canary"}
-        applied = [self._apply(api, obj) for obj in
-                   endpoint_objects(self.endpoint, previous.version, previous.uri, self.spec)]
-        return {"action": "re-applied previous version", "version": previous.version,
-                "applied": [f"{o['kind']}/{o['metadata']['name']}" for o in applied]}
+        _, names = self._apply_all(api, endpoint_objects(self.endpoint, previous.version, previous.uri, self.spec))
+        return {"action": "re-applied previous version", "version": previous.version, "applied": names}
 
 
 async def read_rollout(handle: dict[str, Any]) -> tuple[dict | None, list[dict], list[dict]]:

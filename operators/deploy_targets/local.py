@@ -22,7 +22,6 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-
 from typing import Any
 
 from operators.deploy_targets.base import DeployRefusedError, DeployStatus, DeployTarget, Served

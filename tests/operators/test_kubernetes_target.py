@@ -153,12 +153,9 @@ class FakeApiServer:
 
     @staticmethod
     def _typed(obj, response_type):
-        from kubernetes.client import ApiClient
+        from operators.train_pod import kubernetes_object
 
-        class _Response:
-            data = json.dumps(obj)
-
-        return ApiClient().deserialize(_Response(), response_type) if response_type else obj
+        return kubernetes_object(obj, response_type) if response_type else obj
 
 
 @pytest.fixture

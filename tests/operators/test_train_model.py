@@ -18,7 +18,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskD
 
 from ml import artifacts
 from operators.train_model import TrainModelOperator, training_operator
-from operators.train_pod import KubernetesTrainOperator
+from operators.train_pod import KubernetesTrainOperator, kubernetes_object
 from operators.trainer_command import trainer_command
 from tests.helpers import breast_cancer_table, write_snapshot
 
@@ -143,23 +143,18 @@ def test_invalid_pod_field_is_caught_by_the_schema(make_context):
 
 def api_pod(exit_code: int):
     """A finished training pod as the API returns it (container statuses of a terminated pod)."""
-    from kubernetes.client import ApiClient
-
-    class _Response:
-        data = json.dumps({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "train-train-abc", "namespace": "ml"},
-            "spec": {"containers": [{"name": "base", "image": "ml-trainer:0.1.0"},
-                                    {"name": "airflow-xcom-sidecar", "image": "alpine:3.24.2"}]},
-            "status": {"phase": "Failed" if exit_code else "Succeeded", "containerStatuses": [
-                {"name": "base", "ready": False, "restartCount": 0, "image": "ml-trainer:0.1.0", "imageID": "",
-                 "state": {"terminated": {"exitCode": exit_code, "reason": "Error" if exit_code else "Completed",
-                                          "message": "ml.train: error: estimator 'SVC' is not allowed"}}},
-                {"name": "airflow-xcom-sidecar", "ready": True, "restartCount": 0, "image": "alpine:3.24.2",
-                 "imageID": "", "state": {"running": {"startedAt": "2026-01-02T03:00:09Z"}}}]},
-        })
-
-    return ApiClient().deserialize(_Response(), "V1Pod")
+    return kubernetes_object({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "train-train-abc", "namespace": "ml"},
+        "spec": {"containers": [{"name": "base", "image": "ml-trainer:0.1.0"},
+                                {"name": "airflow-xcom-sidecar", "image": "alpine:3.24.2"}]},
+        "status": {"phase": "Failed" if exit_code else "Succeeded", "containerStatuses": [
+            {"name": "base", "ready": False, "restartCount": 0, "image": "ml-trainer:0.1.0", "imageID": "",
+             "state": {"terminated": {"exitCode": exit_code, "reason": "Error" if exit_code else "Completed",
+                                      "message": "ml.train: error: estimator 'SVC' is not allowed"}}},
+            {"name": "airflow-xcom-sidecar", "ready": True, "restartCount": 0, "image": "alpine:3.24.2",
+             "imageID": "", "state": {"running": {"startedAt": "2026-01-02T03:00:09Z"}}}]},
+    }, "V1Pod")
 
 
 @pytest.mark.parametrize("exit_code,expected", [(2, AirflowFailException), (1, AirflowException), (137, AirflowException)])

@@ -4,6 +4,10 @@ Serves one model artifact (``--model``), or follows a registry alias
 (``--registry-model NAME --alias production``, polling every ``--poll-seconds``). Every
 flag has an ``ML_SERVE_*`` environment variable; the admin token is only read from
 ``ML_SERVE_ADMIN_TOKEN`` (never a flag, so it stays out of process listings).
+
+Under Vertex AI the platform's variables win: ``AIP_HTTP_PORT`` is the port,
+``AIP_HEALTH_ROUTE`` and ``AIP_PREDICT_ROUTE`` answer as ``/ping`` and ``/invocations``, and
+``AIP_STORAGE_URI`` (the model's copy in GCS) is the model when none is given.
 """
 
 from __future__ import annotations
@@ -29,13 +33,14 @@ def parse_args(argv: list[str] | None = None):
     d = ServeConfig()
     p = argparse.ArgumentParser(prog="python -m ml.serve", description=__doc__.splitlines()[0])
     source = p.add_mutually_exclusive_group()
-    source.add_argument("--model", default=_env("MODEL", None), help="model artifact URI to serve")
+    source.add_argument("--model", default=_env("MODEL", None) or os.environ.get("AIP_STORAGE_URI"),
+                        help="model artifact URI to serve")
     source.add_argument("--registry-model", default=_env("REGISTRY_MODEL", None), help="registered model to follow")
     p.add_argument("--model-version", default=_env("MODEL_VERSION", None), help="version label of --model")
     p.add_argument("--alias", default=_env("ALIAS", d.alias))
     p.add_argument("--tracking-uri", default=_env("TRACKING_URI", os.environ.get("MLFLOW_TRACKING_URI")))
     p.add_argument("--host", default=_env("HOST", "127.0.0.1"))
-    p.add_argument("--port", type=int, default=_env("PORT", 8080))
+    p.add_argument("--port", type=int, default=int(os.environ.get("AIP_HTTP_PORT") or _env("PORT", 8080)))
     p.add_argument("--workers", type=int, default=_env("WORKERS", 1),
                    help="processes; each batches on its own. Hot swaps go to one process: use 1 with the admin endpoint")
     p.add_argument("--max-batch", type=int, default=_env("MAX_BATCH", d.max_batch), help="rows per predict call")
@@ -63,6 +68,7 @@ def parse_args(argv: list[str] | None = None):
         max_body_bytes=args.max_body_bytes, max_rows=args.max_rows, predict_timeout_s=args.predict_timeout,
         poll_seconds=args.poll_seconds, admin_token=os.environ.get("ML_SERVE_ADMIN_TOKEN") or None,
         access_log=not args.no_access_log,
+        health_route=os.environ.get("AIP_HEALTH_ROUTE") or None, predict_route=os.environ.get("AIP_PREDICT_ROUTE") or None,
     )
     return args, config
 

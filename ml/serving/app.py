@@ -42,6 +42,10 @@ class ServeConfig:
     poll_seconds: float = 5.0
     admin_token: str | None = None
     access_log: bool = True
+    # extra paths answering as /ping and /invocations: Vertex AI's AIP_HEALTH_ROUTE and
+    # AIP_PREDICT_ROUTE (see ml/serve.py), whatever the platform chose
+    health_route: str | None = None
+    predict_route: str | None = None
 
 
 class _AccessLog:
@@ -74,6 +78,8 @@ class ModelServer:
         self._swap_lock = asyncio.Lock()
         self._background: list[asyncio.Task] = []
         self._openapi: bytes | None = None
+        self._aliases = {route: canonical for route, canonical in ((config.health_route, "/ping"),
+                                                                   (config.predict_route, "/invocations")) if route}
 
     # ------------------------------------------------------------------ lifecycle
     async def startup(self) -> None:
@@ -140,6 +146,7 @@ class ModelServer:
             return
         started = time.perf_counter()
         path, method = scope["path"], scope["method"]
+        path = self._aliases.get(path, path) if self._aliases else path
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         request_id = headers.get("x-request-id") or uuid.uuid4().hex
         model = self.current

@@ -11,6 +11,8 @@ from operators.deploy_targets.base import DeployRefusedError, DeployStatus, Depl
 TARGETS = {
     "local": "operators.deploy_targets.local:LocalServerTarget",
     "kubernetes": "operators.deploy_targets.kubernetes:KubernetesTarget",
+    "sagemaker": "operators.deploy_targets.sagemaker:SageMakerTarget",
+    "vertex": "operators.deploy_targets.vertex:VertexTarget",
 }
 
 

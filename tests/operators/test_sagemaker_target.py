@@ -1,0 +1,177 @@
+"""The SageMaker target against moto's server mode (real boto3 over HTTP through the amazon
+provider's hooks). moto 5.2.5 lacks UpdateEndpoint and answers InvokeEndpoint with canned text:
+those two calls, and only those, are substituted (tests/cloud_standins.py), the invoke by a real
+ml.serve started the SageMaker way from the uploaded model.tar.gz."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import tarfile
+
+import boto3
+import pytest
+
+from ml import artifacts, train
+from operators.deploy_targets import DeployRefusedError, Served, get_target, target_from_handle
+from operators.deploy_targets.model_package import model_tarball
+from operators.deploy_targets.sagemaker import SageMakerSpec, SageMakerTarget, endpoint_status
+from tests.cloud_standins import SageMakerStandIn
+from tests.helpers import FakeTaskInstance, breast_cancer_table, write_snapshot
+
+ROLE = "arn:aws:iam::123456789012:role/ml-serving"
+IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/ml-serving:0.1.0"
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sm-models")
+    write_snapshot(str(root / "snap"), breast_cancer_table())
+    for name, seed in (("v1", 1), ("v2", 2)):
+        train.train(str(root / "snap"), str(root / name), train.parse_config(
+            {"estimator": "HistGradientBoostingClassifier", "target": "target", "params": {"max_iter": 20},
+             "seed": seed}))
+    return {"v1": Served("1", str(root / "v1")), "v2": Served("2", str(root / "v2"))}
+
+
+@pytest.fixture
+def aws(s3_bucket, moto_s3, monkeypatch, tmp_path):
+    stand_in = SageMakerStandIn(monkeypatch, tmp_path)
+    monkeypatch.setenv("AIRFLOW_CONN_ML_ENDPOINT_SM", json.dumps({"conn_type": "generic", "extra": {
+        "target": "sagemaker", "image": IMAGE, "role_arn": ROLE, "model_data_prefix": f"s3://{s3_bucket}/models",
+        "region_name": "us-east-1", "instance_type": "ml.c5.large"}}))
+    yield stand_in
+    stand_in.close()
+
+
+def sagemaker():
+    return boto3.client("sagemaker", region_name="us-east-1")
+
+
+def test_the_tarball_is_the_verified_artifact_byte_for_byte_the_same_each_time(models, tmp_path):
+    first, manifest = model_tarball(models["v1"].uri)
+    second, _ = model_tarball(models["v1"].uri)
+    data = first.read()
+    assert data == second.read()
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        tar.extractall(tmp_path / "opt-ml-model", filter="data")
+    assert artifacts.open_verified(str(tmp_path / "opt-ml-model"), kind="model").digest == manifest.digest
+    tampered = tmp_path / "tampered"
+    import shutil
+
+    shutil.copytree(models["v1"].uri, tampered)
+    (tampered / manifest.file("model.skops").path).write_bytes(b"not the model")
+    with pytest.raises(artifacts.ArtifactCorruptError):
+        model_tarball(str(tampered))
+
+
+def test_create_then_update_with_blue_green_then_smoke_test_through_invoke_endpoint(models, aws, s3_bucket):
+    target = get_target(None, "churn", "ml_endpoint_sm", {"traffic_routing": "canary", "canary_percent": 20,
+                                                          "rollback_alarms": ["churn-5xx"]})
+    assert isinstance(target, SageMakerTarget) and target.current() is None
+    first = target.deploy(models["v1"])
+    assert first["facts"]["action"] == "CreateEndpoint" and first["previous_config"] is None
+    model = sagemaker().describe_model(ModelName=first["facts"]["model"])
+    assert model["PrimaryContainer"]["Image"] == IMAGE and model["ExecutionRoleArn"] == ROLE
+    assert model["PrimaryContainer"]["Environment"] == {"ML_SERVE_MODEL_VERSION": "1",
+                                                        "ML_MODEL_SOURCE_URI": models["v1"].uri}
+    data_url = model["PrimaryContainer"]["ModelDataUrl"]
+    assert data_url.startswith(f"s3://{s3_bucket}/models/ml-churn/v1-") and data_url.endswith("/model.tar.gz")
+    config = sagemaker().describe_endpoint_config(EndpointConfigName=first["endpoint_config"])
+    assert config["ProductionVariants"][0]["InstanceType"] == "ml.c5.large"
+    assert asyncio.run(SageMakerTarget.status(json.loads(json.dumps(first)))).state == "serving"
+    assert target.current() == Served("1", models["v1"].uri)
+
+    second = target.deploy(models["v2"])
+    assert second["facts"]["action"] == "UpdateEndpoint" and second["previous_config"] == first["endpoint_config"]
+    assert second["endpoint_config"] != first["endpoint_config"]  # a new config per version
+    (update,) = aws.updates
+    assert update["EndpointConfigName"] == second["endpoint_config"]
+    assert update["DeploymentConfig"] == {
+        "BlueGreenUpdatePolicy": {"TrafficRoutingConfiguration": {
+            "Type": "CANARY", "WaitIntervalInSeconds": 300, "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 20}},
+            "TerminationWaitInSeconds": 0},
+        "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": "churn-5xx"}]}}
+    rebuilt = target_from_handle(json.loads(json.dumps(second)))
+    rows = breast_cancer_table().drop(["target"]).slice(0, 4).to_pylist()
+    answer = rebuilt.invoke(rows)
+    assert answer["model_version"] == "2" and len(answer["predictions"]) == 4
+    assert json.loads(aws.invocations[-1]["body"]) == {"instances": rows}  # as InvokeEndpoint carried it
+
+
+def test_a_failed_update_back_in_service_on_the_old_config_is_a_failure_not_success(models, aws):
+    target = get_target("sagemaker", "churn", "ml_endpoint_sm")
+    first = target.deploy(models["v1"])
+    aws.update_outcome = "failed"
+    second = target.deploy(models["v2"])
+    described = sagemaker().describe_endpoint(EndpointName=second["endpoint_name"])
+    assert described["EndpointStatus"] == "InService"  # what a status-only waiter takes for success
+    status = asyncio.run(SageMakerTarget.status(second))
+    assert status.state == "failed" and first["endpoint_config"] in status.reason and "ping health check" in status.reason
+    # the rollback sees the endpoint already on the previous config: nothing to undo
+    assert target_from_handle(second).rollback(models["v1"])["action"].startswith("none")
+
+
+def test_rollback_updates_back_to_the_previous_config(models, aws):
+    target = get_target("sagemaker", "churn", "ml_endpoint_sm")
+    first = target.deploy(models["v1"])
+    second = target.deploy(models["v2"])
+    done = target_from_handle(second).rollback(models["v1"])
+    assert done["endpoint_config"] == first["endpoint_config"]
+    assert aws.updates[-1] == {"EndpointName": "ml-churn", "EndpointConfigName": first["endpoint_config"]}
+    assert target.current() == Served("1", models["v1"].uri)
+
+
+def test_deploying_while_an_update_runs_is_refused_and_the_state_is_progressing(models, aws):
+    target = get_target("sagemaker", "churn", "ml_endpoint_sm")
+    target.deploy(models["v1"])
+    aws.update_outcome = "updating"
+    second = target.deploy(models["v2"])
+    assert asyncio.run(SageMakerTarget.status(second)).state == "progressing"
+    with pytest.raises(DeployRefusedError, match="Updating"):
+        target.deploy(models["v1"])
+
+
+def test_the_deploy_operator_rolls_back_a_version_that_fails_its_smoke_test(models, aws, make_context, tmp_path):
+    """DeployModelOperator on SageMaker: v2 reaches InService on its config but answers no
+    predictions; the smoke test fails and UpdateEndpoint puts v1's config back."""
+    from unittest import mock
+
+    from airflow.sdk.exceptions import AirflowException
+
+    from operators.deploy_model import DeployModelOperator
+
+    target = get_target("sagemaker", "churn", "ml_endpoint_sm")
+    target.deploy(models["v1"])
+    op = DeployModelOperator(task_id="deploy", model_name="churn", version="2", endpoint="churn",
+                             target_conn_id="ml_endpoint_sm", wait_timeout=30)
+    context = make_context(run_id="deploy-2")
+    context["ti"] = FakeTaskInstance()
+    broken_invoke = mock.patch.object(SageMakerTarget, "invoke", return_value={"predictions": [], "model_version": "2"})
+    with mock.patch.object(DeployModelOperator, "_resolve", return_value=mock.Mock(version="2", source=models["v2"].uri)), \
+            broken_invoke:
+        with pytest.raises(AirflowException, match="rolled back to 1: smoke test failed: 0 predictions"):
+            op.execute(context)
+    ledger = context["ti"].xcom_pull(key="ledger")
+    assert ledger["outcome"] == "rolled_back" and ledger["failed_version"] == "2"
+    assert target.current() == Served("1", models["v1"].uri)
+
+
+def test_endpoint_status_reads_describe_endpoint():
+    assert endpoint_status({"EndpointStatus": "Creating"}, "c2", "2").state == "progressing"
+    assert endpoint_status({"EndpointStatus": "RollingBack", "EndpointConfigName": "c1"}, "c2", "2").state == "progressing"
+    assert endpoint_status({"EndpointStatus": "InService", "EndpointConfigName": "c2"}, "c2", "2").version == "2"
+    failed = endpoint_status({"EndpointStatus": "Failed", "FailureReason": "no capacity"}, "c2", "2")
+    assert failed.state == "failed" and "no capacity" in failed.reason
+
+
+@pytest.mark.parametrize("settings,message", [
+    ({"role_arn": ROLE, "model_data_prefix": "s3://b/p"}, "needs \\['image'\\]"),
+    ({"image": IMAGE, "role_arn": ROLE, "model_data_prefix": "/local"}, "must be an s3:// URI"),
+    ({"image": IMAGE, "role_arn": ROLE, "model_data_prefix": "s3://b", "traffic_routing": "sideways"}, "traffic_routing"),
+    ({"image": IMAGE, "role_arn": ROLE, "model_data_prefix": "s3://b", "instance_typo": "x"}, "unknown SageMaker settings"),
+])
+def test_bad_settings_say_what_is_wrong(settings, message):
+    with pytest.raises(ValueError, match=message):
+        SageMakerSpec.from_settings(settings)

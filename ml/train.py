@@ -203,6 +203,18 @@ def write_result(path: str, result: dict[str, Any]) -> None:
     os.replace(tmp, path)  # the sidecar never reads half a result
 
 
+def _write_failure(message: str) -> None:
+    """Where the platform reads why a job failed (SageMaker: ``/opt/ml/output/failure`` becomes
+    the job's FailureReason), named by ``ML_TRAIN_FAILURE_FILE``; nothing when unset."""
+    path = os.environ.get("ML_TRAIN_FAILURE_FILE")
+    if path:
+        try:
+            with open(path, "w") as f:
+                f.write(message[:1000])
+        except OSError:
+            pass
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ml.train", description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="snapshot artifact URI")
@@ -227,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         result = train(args.data, args.output, config, lineage)
     except (ConfigError, DataError, ArtifactError, json.JSONDecodeError, OSError) as exc:
         print(f"ml.train: error: {exc}", file=sys.stderr)
+        _write_failure(f"ml.train: exit code 2 (bad input, not retried): {exc}")
         return 2
     if args.result_file:  # not bad input when this fails: exit 1, a retry may succeed
         write_result(args.result_file, result)

@@ -25,15 +25,26 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-def training_operator(compute: str, *, kubernetes: dict[str, Any] | None = None, **kwargs) -> BaseOperator:
-    """The train task for ``compute``: ``local`` (TrainModelOperator) or ``kubernetes``
-    (KubernetesTrainOperator, with ``kubernetes`` as its pod settings)."""
+def training_operator(compute: str, *, kubernetes: dict[str, Any] | None = None,
+                      sagemaker: dict[str, Any] | None = None, vertex: dict[str, Any] | None = None,
+                      **kwargs) -> BaseOperator:
+    """The train task for ``compute``: ``local`` (TrainModelOperator), ``kubernetes``
+    (KubernetesTrainOperator), ``sagemaker`` (SageMakerTrainOperator) or ``vertex``
+    (VertexTrainOperator), each given its own settings dict."""
     if compute == "local":
         return TrainModelOperator(**kwargs)
     if compute == "kubernetes":
         from operators.train_pod import KubernetesTrainOperator
 
         return KubernetesTrainOperator(**kwargs, **(kubernetes or {}))
+    if compute == "sagemaker":
+        from operators.train_sagemaker import SageMakerTrainOperator
+
+        return SageMakerTrainOperator(**kwargs, **(sagemaker or {}))
+    if compute == "vertex":
+        from operators.train_vertex import VertexTrainOperator
+
+        return VertexTrainOperator(**kwargs, **(vertex or {}))
     raise ValueError(f"compute must be one of {COMPUTES}, got {compute!r} (set ML_TRAIN_COMPUTE)")
 
 

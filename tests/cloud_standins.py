@@ -6,6 +6,10 @@ own process (``ThreadedMotoServer`` runs in the test process), and nothing else:
 - **UpdateEndpoint**: moto 5.2.5 answers 500 "not implemented". The substitute records the
   request and ends the update as a test tells it: InService on the new config, still Updating, or
   SageMaker's failed update (back to InService on the *old* config, with a FailureReason).
+- **a training job's run**: moto records CreateTrainingJob and reports it Completed at once,
+  running nothing. The substitute runs the job's ``ContainerEntrypoint`` + ``ContainerArguments``
+  with its ``Environment`` (as the training container would, on this machine's Python), and
+  reports Failed with the ``/opt/ml/output/failure`` text, SageMaker's way, when it exits non-zero.
 - **InvokeEndpoint**: moto answers canned text. The substitute forwards the body to a real
   ml.serve started as SageMaker starts the container: ``serve`` with the endpoint's
   ``model.tar.gz`` (read from moto's S3) unpacked as its model folder and the Model's container
@@ -43,6 +47,7 @@ class SageMakerStandIn:
         self.workdir, self.update_outcome = workdir, "in_service"
         self.updates: list[dict] = []
         self.invocations: list[dict] = []
+        self.training_jobs: list[dict] = []
         self.servers: dict[str, tuple[subprocess.Popen, str]] = {}
         stand_in = self
 
@@ -80,8 +85,34 @@ class SageMakerStandIn:
                 return 424, {"Content-Type": "application/json", "x-amzn-ErrorType": "ModelError"}, json.dumps(
                     {"message": f"Received client error ({exc.code}) from primary: {exc.read().decode()[:500]}"})
 
+        original_create_training_job = SageMakerResponse.create_training_job
+
+        def create_training_job(response):
+            answer = original_create_training_job(response)  # moto records it (as Completed)
+            request = response._get_params()
+            stand_in._run_training_job(response.sagemaker_backend.training_jobs[request["TrainingJobName"]], request)
+            return answer
+
+        monkeypatch.setattr(SageMakerResponse, "create_training_job", create_training_job)
         monkeypatch.setattr(SageMakerResponse, "update_endpoint", update_endpoint, raising=False)
         monkeypatch.setattr(SageMakerRuntimeResponse, "invoke_endpoint", invoke_endpoint)
+
+    def _run_training_job(self, job, request: dict) -> None:
+        spec = request["AlgorithmSpecification"]
+        self.training_jobs.append(request)
+        opt_ml = Path(tempfile.mkdtemp(prefix="opt-ml-", dir=self.workdir))  # the container's /opt/ml
+        (opt_ml / "output" / "data").mkdir(parents=True)
+        in_container = lambda value: str(opt_ml) + value[len("/opt/ml"):] if value.startswith("/opt/ml/") else value
+        env = {k: in_container(v) for k, v in (request.get("Environment") or {}).items()}
+        env = {**os.environ, **env, "PYTHONPATH": str(REPO)}
+        failure = Path(env["ML_TRAIN_FAILURE_FILE"]) if "ML_TRAIN_FAILURE_FILE" in env else opt_ml / "output" / "failure"
+        command = [in_container(a) for a in (*spec["ContainerEntrypoint"], *spec.get("ContainerArguments", []))]
+        proc = subprocess.run([sys.executable if command[0] == "python" else command[0], *command[1:]], env=env,
+                              capture_output=True, text=True, timeout=600)
+        if proc.returncode != 0:
+            job.training_job_status = "Failed"
+            reason = failure.read_text() if failure.exists() else proc.stderr[-500:]
+            job.failure_reason = f"AlgorithmError: {reason}, exit code: {proc.returncode}"
 
     def _server(self, container: dict, account_id: str) -> str:
         """A real ml.serve for ``container``, started once per ModelDataUrl the SageMaker way."""

@@ -32,9 +32,10 @@ SOURCE_CONN_ID = os.environ.get("ML_SOURCE_CONN_ID", "ml_source")
 MODEL_NAME = os.environ.get("ML_MODEL_NAME", "demo_classifier")
 SCHEDULE = os.environ.get("ML_PIPELINE_SCHEDULE", "0 3 * * *")
 CATCHUP = os.environ.get("ML_PIPELINE_CATCHUP", "false").lower() == "true"
-# Where the trainer runs: "local" (a subprocess of the worker) or "kubernetes" (a
-# KubernetesPodOperator pod running ML_TRAINER_IMAGE). One setting, read at parse time: the
-# two are different operator classes.
+# Where the trainer runs: "local" (a subprocess of the worker), "kubernetes" (a
+# KubernetesPodOperator pod), "sagemaker" (a SageMaker training job) or "vertex" (a Vertex AI
+# CustomJob), the last three running ML_TRAINER_IMAGE. One setting, read at parse time: they
+# are different operator classes.
 COMPUTE = os.environ.get("ML_TRAIN_COMPUTE", "local")
 KUBERNETES = {
     "image": os.environ.get("ML_TRAINER_IMAGE", "ml-trainer:0.1.0"),
@@ -46,6 +47,22 @@ KUBERNETES = {
     # Kubernetes-shaped JSON lists, e.g. a PVC or hostPath holding a file:// artifact store
     "volumes": json.loads(os.environ.get("ML_K8S_VOLUMES") or "[]"),
     "volume_mounts": json.loads(os.environ.get("ML_K8S_VOLUME_MOUNTS") or "[]"),
+}
+
+SAGEMAKER = {
+    "image": os.environ.get("ML_TRAINER_IMAGE", ""),
+    "role_arn": os.environ.get("ML_SAGEMAKER_ROLE_ARN", ""),
+    "instance_type": os.environ.get("ML_SAGEMAKER_TRAIN_INSTANCE", "ml.m5.xlarge"),
+    "aws_conn_id": os.environ.get("ML_AWS_CONN_ID", "aws_default"),
+    "region_name": os.environ.get("ML_AWS_REGION") or None,
+}
+VERTEX = {
+    "image": os.environ.get("ML_TRAINER_IMAGE", ""),
+    "project_id": os.environ.get("ML_GCP_PROJECT", ""),
+    "region": os.environ.get("ML_VERTEX_REGION", "us-central1"),
+    "machine_type": os.environ.get("ML_VERTEX_MACHINE_TYPE", "n1-standard-4"),
+    "service_account": os.environ.get("ML_VERTEX_SERVICE_ACCOUNT") or None,
+    "gcp_conn_id": os.environ.get("ML_GCP_CONN_ID", "google_cloud_default"),
 }
 
 RETRY_DELAY = timedelta(seconds=float(os.environ.get("ML_RETRY_DELAY_SECONDS", "30")))
@@ -105,6 +122,8 @@ with DAG(
     train = training_operator(
         COMPUTE,
         kubernetes=KUBERNETES,
+        sagemaker=SAGEMAKER,
+        vertex=VERTEX,
         task_id="train",
         data_uri=extract.output["uri"],
         output_root=ARTIFACT_ROOT + "/models/{{ params.model_name }}",  # + the snapshot's partition

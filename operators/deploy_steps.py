@@ -10,7 +10,7 @@ from operators.deploy_ledger import FailIfUpstreamFailedOperator, RecordLedgerOp
 from operators.deploy_model import DeployModelOperator
 
 ENDPOINT = os.environ.get("ML_ENDPOINT", "local-default")
-# The deploy target is one setting: ML_DEPLOY_TARGET (local, kubernetes), or else the endpoint
+# The deploy target is one setting: ML_DEPLOY_TARGET (local, kubernetes, sagemaker, vertex), or else the endpoint
 # connection's extra "target", or else local (see operators/deploy_targets/__init__.py).
 DEPLOY_TARGET = os.environ.get("ML_DEPLOY_TARGET") or None
 # The endpoint's connection: an ml.serve endpoint reached by URL (host, port, admin token as

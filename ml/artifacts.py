@@ -197,6 +197,32 @@ class ArtifactWriter:
             yield writer
         self._entries.append(FileEntry(rel, writer.sha.hexdigest(), writer.size))
 
+    @property
+    def staging_uri(self) -> str:
+        """Where another writer (a warehouse's export job) puts this write's files; nothing there is
+        visible to readers until :meth:`adopt` and :meth:`commit`."""
+        return _join(self.uri, self.prefix)
+
+    def adopt(self) -> list[FileEntry]:
+        """Record the files another writer left under :attr:`staging_uri`, hashing each once
+        (streamed: the bytes pass through, the rows are never decoded)."""
+        root = _join(self.root, self.prefix)
+        try:
+            paths = sorted(p for p in self.fs.find(root) if p.rstrip("/") != root)
+        except FileNotFoundError:
+            paths = []
+        adopted = []
+        for path in paths:
+            name = path[len(root.rstrip("/")) + 1:]
+            sha, size = hashlib.sha256(), 0
+            with self.fs.open(path, "rb") as f:
+                while chunk := f.read(_CHUNK):
+                    sha.update(chunk)
+                    size += len(chunk)
+            adopted.append(FileEntry(f"{self.prefix}/{name}", sha.hexdigest(), size))
+        self._entries.extend(adopted)
+        return adopted
+
     def write_bytes(self, name: str, data: bytes) -> FileEntry:
         with self.open(name) as f:
             f.write(data)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 import json
 import os
 import subprocess
@@ -376,3 +377,187 @@ def _deserializer(message_type):
 
 def _serializer(message_type):
     return message_type.serialize if hasattr(message_type, "serialize") else message_type.SerializeToString
+
+
+class RedshiftStandIn:
+    """The Redshift Data API from moto's server mode, with the one thing moto cannot do: run the
+    statement. An ``UNLOAD ('<query>') TO 's3://...' ... FORMAT AS PARQUET`` is run as Redshift
+    would, with the inner query on a real PostgreSQL database (Redshift speaks PostgreSQL's
+    dialect for such a SELECT), its rows written as Parquet into moto's S3 under the TO prefix in
+    Redshift's file naming (``<prefix>0000_part_00.parquet``, one file per slice: two slices
+    here). The statement then reads FINISHED (or FAILED with the database's error), as
+    DescribeStatement reports it; moto alone leaves every statement STARTED."""
+
+    UNLOAD = re.compile(r"^UNLOAD \('(?P<query>(?:[^'\\]|\\.)*)'\) TO '(?P<to>s3://[^']+)' IAM_ROLE '[^']+' "
+                        r"FORMAT AS PARQUET$", re.S)
+
+    def __init__(self, monkeypatch, dsn: str, slices: int = 2):
+        from moto.redshiftdata.models import Statement, redshiftdata_backends
+        from moto.redshiftdata.responses import RedshiftDataAPIServiceResponse
+
+        original_iter = Statement.__iter__
+
+        def described(statement):  # moto's DescribeStatement has no Error field
+            yield from original_iter(statement)
+            if getattr(statement, "error", None):
+                yield "Error", statement.error
+
+        monkeypatch.setattr(Statement, "__iter__", described)
+
+        self.dsn, self.slices, self.statements = dsn, slices, []
+        original = RedshiftDataAPIServiceResponse.execute_statement
+        stand_in = self
+
+        def execute_statement(response):
+            status, headers, body = original(response)
+            statement = redshiftdata_backends[response.current_account][response.region].statements[json.loads(body)["Id"]]
+            stand_in.statements.append(json.loads(response.body))  # the request as it came over HTTP
+            try:
+                stand_in._run(statement.query_string, response.current_account)
+                statement.status = "FINISHED"
+            except Exception as exc:  # the database's error, as Redshift reports a failed statement
+                statement.status, statement.error = "FAILED", str(exc).strip()
+            return status, headers, body
+
+        monkeypatch.setattr(RedshiftDataAPIServiceResponse, "execute_statement", execute_statement)
+
+    def _run(self, sql: str, account_id: str) -> None:
+        import psycopg2
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        from moto.s3.models import s3_backends
+
+        match = self.UNLOAD.match(sql)
+        if not match:
+            raise ValueError(f"the stand-in runs UNLOAD ... FORMAT AS PARQUET only, got: {sql[:200]}")
+        query = re.sub(r"\\(.)", r"\1", match["query"])
+        with psycopg2.connect(self.dsn) as conn, conn.cursor() as cur:
+            cur.execute(query)
+            names = [d.name for d in cur.description]
+            rows = cur.fetchall()
+        table = pa.Table.from_pylist([dict(zip(names, r)) for r in rows]) if rows else pa.table({n: [] for n in names})
+        bucket, _, prefix = match["to"][len("s3://"):].partition("/")
+        per_slice = -(-table.num_rows // self.slices) if table.num_rows else 0
+        for i in range(self.slices if table.num_rows else 0):
+            part = table.slice(i * per_slice, per_slice)
+            if part.num_rows:
+                out = io.BytesIO()
+                pq.write_table(part, out)
+                s3_backends[account_id]["aws"].put_object(bucket, f"{prefix}{i:04d}_part_00.parquet", out.getvalue())
+
+
+class BigQueryStandIn:
+    """BigQuery's REST API (jobs.insert, jobs.get, jobs.getQueryResults, tables.delete) as a local
+    HTTP server that google-cloud-bigquery reaches through ``BIGQUERY_EMULATOR_HOST`` (its own
+    setting for an emulator), so the google provider's ``BigQueryHook`` and the client library run
+    unchanged. A query job runs its SQL on a real PostgreSQL database (so the test's SQL must be
+    valid in both dialects) into an in-memory destination table; an extract job writes that table
+    as Parquet into the GCS emulator at its ``destinationUris``, sharded BigQuery's way (``*``
+    becomes a 12-digit shard number). Every job request is recorded as it came over HTTP."""
+
+    def __init__(self, monkeypatch, dsn: str, shards: int = 2):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.dsn, self.shards = dsn, shards
+        self.jobs: dict[str, dict] = {}
+        self.requests: list[dict] = []
+        self.tables: dict[str, object] = {}
+        self.deleted: list[str] = []
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _answer(self, status: int, body: dict | None = None) -> None:
+                data = json.dumps(body).encode() if body is not None else b""
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                stand_in.requests.append(body)
+                self._answer(200, stand_in._run_job(body))
+
+            def do_GET(self):
+                path = urllib.parse.urlparse(self.path).path
+                parts = path.strip("/").split("/")
+                if "jobs" in parts:
+                    self._answer(200, stand_in.jobs[parts[parts.index("jobs") + 1]])
+                elif "queries" in parts:
+                    job = stand_in.jobs[parts[parts.index("queries") + 1]]
+                    table = stand_in.tables.get(_table_key(job["configuration"]["query"]["destinationTable"]))
+                    self._answer(200, {"kind": "bigquery#getQueryResultsResponse", "jobComplete": True,
+                                       "jobReference": job["jobReference"], "totalRows": str(table.num_rows),
+                                       "schema": {"fields": _bq_fields(table.schema)}, "rows": []})
+                else:
+                    self._answer(404, {"error": {"code": 404, "message": f"no route {path}"}})
+
+            def do_DELETE(self):
+                stand_in.deleted.append(urllib.parse.urlparse(self.path).path)
+                self._answer(204)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", f"http://127.0.0.1:{self.server.server_address[1]}")
+        from airflow.providers.google.cloud.hooks.bigquery import BigQueryHook
+        from google.auth.credentials import AnonymousCredentials
+
+        monkeypatch.setattr(BigQueryHook, "get_credentials", lambda hook: AnonymousCredentials())
+
+    def _run_job(self, job: dict) -> dict:
+        config = job["configuration"]
+        job = {**job, "id": f"{job['jobReference']['projectId']}:{job['jobReference']['jobId']}",
+               "status": {"state": "DONE"}, "statistics": {"creationTime": "0", "startTime": "0", "endTime": "0"}}
+        try:
+            if "query" in config:
+                self._query(config["query"])
+            elif "extract" in config:
+                self._extract(config["extract"])
+        except Exception as exc:  # noqa: BLE001 - a failed job carries its error, as BigQuery's do
+            job["status"] = {"state": "DONE", "errorResult": {"reason": "invalidQuery", "message": str(exc).strip()},
+                             "errors": [{"reason": "invalidQuery", "message": str(exc).strip()}]}
+        self.jobs[job["jobReference"]["jobId"]] = job
+        return job
+
+    def _query(self, query: dict) -> None:
+        import psycopg2
+        import pyarrow as pa
+
+        with psycopg2.connect(self.dsn) as conn, conn.cursor() as cur:
+            cur.execute(query["query"])
+            names = [d.name for d in cur.description]
+            rows = cur.fetchall()
+        table = pa.Table.from_pylist([dict(zip(names, r)) for r in rows]) if rows else pa.table({n: [] for n in names})
+        self.tables[_table_key(query["destinationTable"])] = table
+
+    def _extract(self, extract: dict) -> None:
+        import fsspec
+        import pyarrow.parquet as pq
+
+        table = self.tables[_table_key(extract["sourceTable"])]
+        (pattern,) = extract["destinationUris"]
+        per_shard = max(-(-table.num_rows // self.shards), 1)
+        for i in range(max(-(-table.num_rows // per_shard), 1)):  # an empty table still gives one file
+            with fsspec.open(pattern.replace("*", f"{i:012d}"), "wb") as f:
+                pq.write_table(table.slice(i * per_shard, per_shard), f, compression="snappy")
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def _table_key(ref: dict) -> str:
+    return f"{ref['projectId']}.{ref['datasetId']}.{ref['tableId']}"
+
+
+def _bq_fields(schema) -> list[dict]:
+    import pyarrow as pa
+
+    def kind(t):
+        return ("FLOAT" if pa.types.is_floating(t) else "INTEGER" if pa.types.is_integer(t) else
+                "BOOLEAN" if pa.types.is_boolean(t) else "TIMESTAMP" if pa.types.is_timestamp(t) else "STRING")
+    return [{"name": f.name, "type": kind(f.type), "mode": "NULLABLE"} for f in schema]

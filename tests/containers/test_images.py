@@ -61,17 +61,25 @@ def test_serving_image_serves_the_sagemaker_way(docker, images, tmp_path, python
     subprocess.run([python, "-m", "ml.train", "--data", str(snapshot), "--output", str(tmp_path / "model"),
                     "--config", json.dumps(CONFIG), "--lineage", "{}"], check=True, capture_output=True, timeout=300)
     model_dir = tmp_path / "opt-ml-model"
-    shutil.copytree(tmp_path / "model", model_dir)  # what SageMaker syncs from ModelDataUrl
+    import tarfile
+
+    from operators.deploy_targets.model_package import model_tarball
+
+    tarball, _ = model_tarball(str(tmp_path / "model"))  # what the SageMaker target uploads as ModelDataUrl
+    with tarball, tarfile.open(fileobj=tarball, mode="r:gz") as tar:
+        tar.extractall(model_dir, filter="data")  # what SageMaker unpacks into /opt/ml/model
+    model_dir.chmod(0o755)
     manifest = artifacts.open_verified(str(model_dir), kind="model")
     port = free_port()
     name = f"ml-serving-test-{port}"
     docker.docker("run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080", "-v", f"{model_dir}:/opt/ml/model:ro",
-                  images["serving"], "serve")
+                  "-e", "ML_SERVE_MODEL_VERSION=7", images["serving"], "serve")
     try:
         url = f"http://127.0.0.1:{port}"
         wait_http(url + "/ping", timeout=90)
         answer = ping(url)
         assert answer["digest"] == manifest.digest and answer["source"] == "/opt/ml/model"
+        assert answer["model_version"] == "7"  # from the Model's container environment
         rows = breast_cancer_table().drop(["target"]).slice(0, 5).to_pylist()
         predictions = invoke(url, rows)
         assert len(predictions["predictions"]) == 5 and set(predictions["predictions"]) <= {0, 1}
@@ -81,5 +89,34 @@ def test_serving_image_serves_the_sagemaker_way(docker, images, tmp_path, python
         proc = docker.docker("run", "--rm", "-v", f"{empty}:/opt/ml/model:ro", images["serving"], "serve",
                              check=False, timeout=120)
         assert proc.returncode != 0 and "manifest" in (proc.stdout + proc.stderr).lower()
+    finally:
+        docker.docker("rm", "-f", name, check=False)
+
+
+def test_serving_image_serves_the_vertex_way(docker, images, tmp_path, python):
+    """Vertex AI runs the image with no arguments, the port, routes and model location in AIP_*
+    variables, and sends {"instances": [...]} to the predict route."""
+    import subprocess
+    import urllib.request
+
+    snapshot = tmp_path / "snap"
+    write_snapshot(str(snapshot), breast_cancer_table())
+    subprocess.run([python, "-m", "ml.train", "--data", str(snapshot), "--output", str(tmp_path / "model"),
+                    "--config", json.dumps(CONFIG), "--lineage", "{}"], check=True, capture_output=True, timeout=300)
+    port = free_port()
+    name = f"ml-serving-vertex-{port}"
+    base = "/v1/endpoints/123/deployedModels/456"
+    docker.docker("run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8085", "-v", f"{tmp_path / 'model'}:/gcs/model:ro",
+                  "-e", "AIP_HTTP_PORT=8085", "-e", f"AIP_HEALTH_ROUTE={base}", "-e", f"AIP_PREDICT_ROUTE={base}:predict",
+                  "-e", "AIP_STORAGE_URI=/gcs/model", "-e", "ML_SERVE_MODEL_VERSION=3", images["serving"])
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_http(url + base, timeout=90)
+        rows = breast_cancer_table().drop(["target"]).slice(0, 3).to_pylist()
+        request = urllib.request.Request(url + base + ":predict", data=json.dumps({"instances": rows}).encode(),
+                                         headers={"Content-Type": "application/json"}, method="POST")
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            answer = json.loads(resp.read())
+        assert len(answer["predictions"]) == 3 and answer["model_version"] == "3"
     finally:
         docker.docker("rm", "-f", name, check=False)

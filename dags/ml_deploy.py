@@ -28,6 +28,9 @@ with DAG(
         "endpoint": Param(ENDPOINT, enum=[ENDPOINT], description="endpoint (its ledger is endpoint.<name>; "
                                                                  "set by ML_ENDPOINT)"),
         "action": Param("deploy", enum=["deploy", "rollback"]),
+        "canary_percent": Param(None, type=["null", "integer"], minimum=1, maximum=100,
+                                description="share the new version takes first beside the serving one (kubernetes, "
+                                            "sagemaker, vertex); empty: the endpoint's setting"),
     },
     tags=["ml", "deploy"],
 ) as dag:
@@ -57,4 +60,5 @@ with DAG(
     deploy, record_ledger, watcher = deploy_steps(
         model_name="{{ params.model }}", version=target["version"], alias=target["alias"],
         endpoint="{{ params.endpoint }}", reason=target["reason"],  # the ledger records the run id too
+        canary_percent="{{ params.canary_percent }}",
     )

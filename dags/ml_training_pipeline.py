@@ -105,6 +105,9 @@ with DAG(
         "margin": Param(0.0, type="number", minimum=0, description="promote only if better by at least this"),
         "deploy": Param(True, type="boolean",
                         description=f"deploy a promoted version to endpoint {ENDPOINT} (the gate decides promotion)"),
+        "canary_percent": Param(None, type=["null", "integer"], minimum=1, maximum=100,
+                                description="share the new version takes first beside the serving one (kubernetes, "
+                                            "sagemaker, vertex); empty: the endpoint's setting"),
     },
     tags=["ml", "training"],
 ) as dag:
@@ -169,7 +172,7 @@ with DAG(
 
     deploy, record_ledger, watcher = deploy_steps(
         model_name="{{ params.model_name }}", version=register.output["version"],
-        reason="deploy after training run {{ run_id }}")
+        reason="deploy after training run {{ run_id }}", canary_percent="{{ params.canary_percent }}")
     skip_deploy = EmptyOperator(task_id="skip_deploy")
     chain(extract, wait_for_snapshot, train, wait_for_model, register, evaluate, gate(evaluate.output),
           [promote, keep_production])

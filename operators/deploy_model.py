@@ -40,9 +40,12 @@ class DeployModelOperator(BaseOperator):
     :param min_smoke_accuracy: for classifiers, the smoke test fails below this accuracy.
     :param wait_timeout: seconds to wait for the endpoint to serve the new version.
     :param reason: recorded in the ledger ("deploy", "rollback", ...).
+    :param canary_percent: the share the new version takes first beside the serving one
+        (kubernetes: of the replicas; sagemaker: blue/green canary; vertex: of the traffic);
+        templated, e.g. from a Param; empty: the target's own setting.
     """
 
-    template_fields: Sequence[str] = ("model_name", "version", "alias", "endpoint", "reason")
+    template_fields: Sequence[str] = ("model_name", "version", "alias", "endpoint", "reason", "canary_percent")
     ui_color = "#ffd9d9"
     no_retry_reason = "a failed deploy is already rolled back; retrying would put the bad version back in traffic"
 
@@ -50,13 +53,13 @@ class DeployModelOperator(BaseOperator):
                  target: str | None = None, target_settings: dict | None = None,
                  target_conn_id: str | None = "ml_endpoint", mlflow_conn_id: str = "mlflow_default",
                  smoke_rows: int = 32, min_smoke_accuracy: float | None = None, wait_timeout: float = 120,
-                 reason: str = "deploy", **kwargs) -> None:
+                 reason: str = "deploy", canary_percent: int | str | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.model_name, self.endpoint, self.version, self.alias = model_name, endpoint, version, alias
         self.target, self.target_settings, self.mlflow_conn_id = target, target_settings or {}, mlflow_conn_id
         self.target_conn_id = target_conn_id
         self.smoke_rows, self.min_smoke_accuracy = smoke_rows, min_smoke_accuracy
-        self.wait_timeout, self.reason = wait_timeout, reason
+        self.wait_timeout, self.reason, self.canary_percent = wait_timeout, reason, canary_percent
 
     def _resolve(self):
         from operators.mlflow_tracking import mlflow_target
@@ -80,8 +83,14 @@ class DeployModelOperator(BaseOperator):
 
         mv = self._resolve()
         asked = Served(str(mv.version), mv.source)
+        settings = dict(self.target_settings)
+        if self.canary_percent not in (None, "", "None"):
+            try:
+                settings["canary_percent"] = int(self.canary_percent)
+            except ValueError:
+                raise AirflowFailException(f"canary_percent must be a whole number, got {self.canary_percent!r}") from None
         try:
-            target = get_target(self.target, self.endpoint, self.target_conn_id, self.target_settings)
+            target = get_target(self.target, self.endpoint, self.target_conn_id, settings)
         except ValueError as exc:
             raise AirflowFailException(f"endpoint {self.endpoint}: {exc}") from None
         previous = target.current()

@@ -25,7 +25,7 @@ def endpoint_asset(endpoint: str = ENDPOINT) -> Asset:
 
 
 def deploy_steps(*, model_name, version, reason: str, alias=None, endpoint: str = ENDPOINT,
-                 min_smoke_accuracy: float | None = None, task_id: str = "deploy"):
+                 min_smoke_accuracy: float | None = None, task_id: str = "deploy", canary_percent=None):
     """(deploy, record_ledger, watcher); wire upstream -> deploy, and deploy -> the other two.
 
     ``model_name``, ``version`` and ``alias`` may be templates or XComArgs (``task.output[...]``).
@@ -33,7 +33,7 @@ def deploy_steps(*, model_name, version, reason: str, alias=None, endpoint: str 
     deploy = DeployModelOperator(
         task_id=task_id, model_name=model_name, version=version, alias=alias, endpoint=endpoint,
         target=DEPLOY_TARGET, target_conn_id=ENDPOINT_CONN_ID, reason=reason, min_smoke_accuracy=min_smoke_accuracy,
-        retries=0,
+        canary_percent=canary_percent, retries=0,
     )
     record = RecordLedgerOperator(task_id="record_ledger", deploy_task_id=task_id, outlets=[endpoint_asset()])
     watcher = FailIfUpstreamFailedOperator(task_id="fail_if_deploy_failed", watched_task_id=task_id)

@@ -87,6 +87,9 @@ class LocalServerTarget(DeployTarget):
         (settings: state_dir, host, port)."""
         from operators.connections import http_url
 
+        if "canary_percent" in settings:
+            raise ValueError("the local target serves one version at a time and has no canary: leave canary_percent "
+                             "empty, or deploy to kubernetes, sagemaker or vertex")
         if conn is not None:
             url = http_url(conn)
             if url is None:

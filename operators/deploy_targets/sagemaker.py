@@ -105,7 +105,10 @@ class SageMakerTarget(DeployTarget):
     def __init__(self, endpoint: str, conn_id: str | None = None, settings: dict[str, Any] | None = None,
                  conn_extras: dict[str, Any] | None = None):
         super().__init__(endpoint, conn_id, settings)
-        self.spec = SageMakerSpec.from_settings({**(conn_extras or {}), **self.settings})
+        asked = dict(self.settings)
+        if "canary_percent" in asked and "traffic_routing" not in asked:  # a canary asked per run (Param)
+            asked["traffic_routing"] = "canary"
+        self.spec = SageMakerSpec.from_settings({**(conn_extras or {}), **asked})
         self.endpoint_name = self.spec.endpoint_name or cloud_name("ml", endpoint)
 
     @classmethod

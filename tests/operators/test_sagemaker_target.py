@@ -175,3 +175,15 @@ def test_endpoint_status_reads_describe_endpoint():
 def test_bad_settings_say_what_is_wrong(settings, message):
     with pytest.raises(ValueError, match=message):
         SageMakerSpec.from_settings(settings)
+
+
+def test_a_canary_percent_asked_per_run_makes_the_update_a_blue_green_canary():
+    target = SageMakerTarget("churn", settings={"canary_percent": 30}, conn_extras={
+        "image": IMAGE, "role_arn": ROLE, "model_data_prefix": "s3://b/models", "traffic_routing": "all_at_once"})
+    routing = target.spec.deployment_config()["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]
+    assert routing["Type"] == "CANARY" and routing["CanarySize"] == {"Type": "CAPACITY_PERCENT", "Value": 30}
+
+
+def test_the_local_target_refuses_a_canary_with_a_reason():
+    with pytest.raises(ValueError, match="no canary"):
+        get_target("local", "churn", None, {"canary_percent": 10})

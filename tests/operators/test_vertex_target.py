@@ -128,13 +128,14 @@ def test_the_deploy_operator_rolls_back_a_canary_that_fails_its_smoke_test(model
     get_target("vertex", "churn", "ml_endpoint_vertex").deploy(models["v1"])
     old_id = vertex.endpoint.deployed_models[0].id
     op = DeployModelOperator(task_id="deploy", model_name="churn", version="2", endpoint="churn",
-                             target_conn_id="ml_endpoint_vertex", target_settings={"canary_percent": 20},
+                             target_conn_id="ml_endpoint_vertex", canary_percent="20",  # as a Param renders
                              min_smoke_accuracy=1.01, wait_timeout=30)  # no model reaches 101 %
     context = make_context(run_id="deploy-2")
     context["ti"] = FakeTaskInstance()
     with mock.patch.object(DeployModelOperator, "_resolve", return_value=mock.Mock(version="2", source=models["v2"].uri)):
         with pytest.raises(AirflowException, match="rolled back to 1: smoke test failed: accuracy"):
             op.execute(context)
+    assert list(calls(vertex, "DeployModel")[-1].traffic_split.values()) == [20, 80]  # the Param's canary
     assert dict(vertex.endpoint.traffic_split) == {old_id: 100}
     assert [d.id for d in vertex.endpoint.deployed_models] == [old_id]
     assert context["ti"].xcom_pull(key="ledger")["outcome"] == "rolled_back"

@@ -24,7 +24,7 @@ from operators.deploy_steps import ENDPOINT, deploy_steps
 from operators.evaluate_model import DIRECTIONS, EvaluateModelOperator
 from operators.promote_model import PromoteModelOperator
 from operators.register_model import RegisterModelOperator
-from operators.sql_to_parquet import SqlToParquetOperator
+from operators.sql_to_parquet import extract_operator
 from operators.train_model import training_operator
 
 ARTIFACT_ROOT = os.environ.get("ML_ARTIFACT_ROOT", f"file://{os.environ.get('AIRFLOW_HOME', '/tmp')}/ml-artifacts")
@@ -62,6 +62,27 @@ VERTEX = {
     "region": os.environ.get("ML_VERTEX_REGION", "us-central1"),
     "machine_type": os.environ.get("ML_VERTEX_MACHINE_TYPE", "n1-standard-4"),
     "service_account": os.environ.get("ML_VERTEX_SERVICE_ACCOUNT") or None,
+    "gcp_conn_id": os.environ.get("ML_GCP_CONN_ID", "google_cloud_default"),
+}
+
+# Where the rows come from: "sql" (any common-sql connection, ML_SOURCE_CONN_ID; rows stream
+# through the worker), or a warehouse that writes the snapshot itself: "redshift" (UNLOAD to S3)
+# or "bigquery" (export job to GCS); ML_ARTIFACT_ROOT must then be on that cloud's store.
+EXTRACT_FROM = os.environ.get("ML_EXTRACT_FROM", "sql")
+REDSHIFT = {
+    "iam_role": os.environ.get("ML_REDSHIFT_IAM_ROLE", ""),
+    "database": os.environ.get("ML_REDSHIFT_DATABASE", "dev"),
+    "cluster_identifier": os.environ.get("ML_REDSHIFT_CLUSTER") or None,
+    "workgroup_name": os.environ.get("ML_REDSHIFT_WORKGROUP") or None,
+    "db_user": os.environ.get("ML_REDSHIFT_DB_USER") or None,
+    "secret_arn": os.environ.get("ML_REDSHIFT_SECRET_ARN") or None,
+    "aws_conn_id": os.environ.get("ML_AWS_CONN_ID", "aws_default"),
+    "region_name": os.environ.get("ML_AWS_REGION") or None,
+}
+BIGQUERY = {
+    "project_id": os.environ.get("ML_GCP_PROJECT", ""),
+    "scratch_dataset": os.environ.get("ML_BIGQUERY_SCRATCH_DATASET", "ml_scratch"),
+    "location": os.environ.get("ML_BIGQUERY_LOCATION") or None,
     "gcp_conn_id": os.environ.get("ML_GCP_CONN_ID", "google_cloud_default"),
 }
 
@@ -111,7 +132,10 @@ with DAG(
     },
     tags=["ml", "training"],
 ) as dag:
-    extract = SqlToParquetOperator(
+    extract = extract_operator(
+        EXTRACT_FROM,
+        redshift=REDSHIFT,
+        bigquery=BIGQUERY,
         task_id="extract",
         conn_id=SOURCE_CONN_ID,
         sql="sql/training_rows.sql",

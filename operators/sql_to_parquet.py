@@ -216,3 +216,25 @@ class SqlToParquetOperator(BaseOperator):
             "source_query": self.sql,
             **self.lineage,
         }
+
+
+SOURCES = ("sql", "redshift", "bigquery")
+
+
+def extract_operator(source: str, *, conn_id: str, redshift: dict[str, Any] | None = None,
+                     bigquery: dict[str, Any] | None = None, **kwargs) -> BaseOperator:
+    """The extract task for ``source``: ``sql`` (SqlToParquetOperator on connection ``conn_id``),
+    ``redshift`` (UNLOAD, RedshiftToParquetOperator) or ``bigquery`` (export job,
+    BigQueryToParquetOperator), each given its own settings dict. All three commit the same
+    snapshot, so nothing downstream changes."""
+    if source == "sql":
+        return SqlToParquetOperator(conn_id=conn_id, **kwargs)
+    if source == "redshift":
+        from operators.redshift_to_parquet import RedshiftToParquetOperator
+
+        return RedshiftToParquetOperator(**kwargs, **(redshift or {}))
+    if source == "bigquery":
+        from operators.bigquery_to_parquet import BigQueryToParquetOperator
+
+        return BigQueryToParquetOperator(**kwargs, **(bigquery or {}))
+    raise ValueError(f"source must be one of {SOURCES}, got {source!r} (set ML_EXTRACT_FROM)")

@@ -122,3 +122,26 @@ print(json.dumps({"kpo": isinstance(train, KubernetesPodOperator), "cls": type(t
                      "image": "registry.example/ml-trainer:1.2.3", "namespace": "ml", "retries": 2,
                      "resources": {"cpu": "{{ params.cpu }}", "memory": "{{ params.memory }}",
                                    "gpu": "{{ params.gpu }}"}}
+
+
+@pytest.mark.parametrize("env,facts", [
+    ({"ML_TRAIN_COMPUTE": "sagemaker", "ML_TRAINER_IMAGE": "1.dkr.ecr.us-east-1.amazonaws.com/ml-trainer:1",
+      "ML_SAGEMAKER_ROLE_ARN": "arn:aws:iam::1:role/train", "ML_EXTRACT_FROM": "redshift",
+      "ML_REDSHIFT_IAM_ROLE": "arn:aws:iam::1:role/unload", "ML_REDSHIFT_CLUSTER": "ml"},
+     {"train": "SageMakerTrainOperator", "extract": "RedshiftToParquetOperator", "deferrable": True}),
+    ({"ML_TRAIN_COMPUTE": "vertex", "ML_TRAINER_IMAGE": "europe-docker.pkg.dev/p/ml/ml-trainer:1",
+      "ML_GCP_PROJECT": "p", "ML_EXTRACT_FROM": "bigquery"},
+     {"train": "VertexTrainOperator", "extract": "BigQueryToParquetOperator", "deferrable": True}),
+])
+def test_cloud_compute_and_warehouse_source_are_one_setting_each(env, facts):
+    """ML_TRAIN_COMPUTE and ML_EXTRACT_FROM pick the operator classes; the rest of the DAG is unchanged."""
+    code = f"""
+import os, runpy, json
+os.environ.update({env!r})
+dag = runpy.run_path("dags/ml_training_pipeline.py")["dag"]
+train, extract = dag.get_task("train"), dag.get_task("extract")
+print(json.dumps({{"train": type(train).__name__, "extract": type(extract).__name__, "deferrable": train.deferrable}}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=DAGS.parent, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == facts

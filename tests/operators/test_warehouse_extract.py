@@ -173,3 +173,10 @@ def test_a_failed_bigquery_job_fails_the_task_and_commits_nothing(bigquery, gcs_
         run(op, make_context())
     assert not artifacts.manifest_exists(f"gs://{gcs_emulator.bucket}/failed-snapshots/interval=20260101T030000Z--20260102T030000Z")
     assert len(bigquery.deleted) == 1  # the scratch table is dropped whatever happened
+
+
+def test_an_unknown_source_names_the_ones_there_are():
+    from operators.sql_to_parquet import extract_operator
+
+    with pytest.raises(ValueError, match="source must be one of \\('sql', 'redshift', 'bigquery'\\)"):
+        extract_operator("snowflake", conn_id="x", task_id="extract", sql="SELECT 1", snapshot_root="s3://b/s")

@@ -18,7 +18,6 @@ own process (``ThreadedMotoServer`` runs in the test process), and nothing else:
 
 from __future__ import annotations
 
-import base64
 import io
 import re
 import json

@@ -43,3 +43,16 @@ class FakeTaskInstance:
 
     def xcom_pull(self, task_ids: str | None = None, key: str = "return_value"):
         return self.xcoms.get((task_ids or self.task_id, key))
+
+
+def two_versions(root) -> dict:
+    """Two classifier versions ("1", "2") of one snapshot under ``root``, as ``Served`` values."""
+    from ml import train
+    from operators.deploy_targets import Served
+
+    write_snapshot(str(root / "snap"), breast_cancer_table())
+    for name, seed in (("v1", 1), ("v2", 2)):
+        train.train(str(root / "snap"), str(root / name), train.parse_config(
+            {"estimator": "HistGradientBoostingClassifier", "target": "target", "params": {"max_iter": 20},
+             "seed": seed}))
+    return {"v1": Served("1", str(root / "v1")), "v2": Served("2", str(root / "v2"))}

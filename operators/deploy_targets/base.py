@@ -9,8 +9,26 @@ process's memory or files. Adding a target means one module and one line in ``TA
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, TypeVar
+
+SpecT = TypeVar("SpecT")
+
+
+def spec_from_settings(spec_class: type[SpecT], settings: dict[str, Any], target: str,
+                       required: tuple[str, ...]) -> SpecT:
+    """A target's settings dataclass from connection extras + DAG settings: unknown names and
+    missing required ones are refused, naming them and where they are set."""
+    known = {f.name for f in fields(spec_class)}
+    unknown = sorted(set(settings) - known - {"target"})
+    if unknown:
+        raise ValueError(f"unknown {target} settings {unknown}; known: {sorted(known)}")
+    spec = spec_class(**{k: v for k, v in settings.items() if k in known})
+    missing = [n for n in required if not getattr(spec, n)]
+    if missing:
+        raise ValueError(f"the {target} target needs {missing}: set them in the endpoint connection's extras "
+                         f"(or the DAG's target_settings)")
+    return spec
 
 
 class DeployRefusedError(RuntimeError):

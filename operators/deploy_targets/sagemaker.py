@@ -23,10 +23,10 @@ tarballs), ``aws_conn_id``, ``region_name``, ``instance_type``, ``instance_count
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
-from operators.deploy_targets.base import DeployRefusedError, DeployStatus, DeployTarget, Served
+from operators.deploy_targets.base import DeployRefusedError, DeployStatus, DeployTarget, Served, spec_from_settings
 from operators.deploy_targets.model_package import cloud_name, model_tarball, short_id
 
 VERSION_ENV, URI_ENV = "ML_SERVE_MODEL_VERSION", "ML_MODEL_SOURCE_URI"  # on the Model's container
@@ -53,18 +53,10 @@ class SageMakerSpec:
 
     @classmethod
     def from_settings(cls, settings: dict[str, Any]) -> SageMakerSpec:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(settings) - known - {"target"})
-        if unknown:
-            raise ValueError(f"unknown SageMaker settings {unknown}; known: {sorted(known)}")
-        values = {k: v for k, v in settings.items() if k in known}
+        values = dict(settings)
         if "rollback_alarms" in values:
             values["rollback_alarms"] = tuple(values["rollback_alarms"] or ())
-        spec = cls(**values)
-        missing = [n for n in ("image", "role_arn", "model_data_prefix") if not getattr(spec, n)]
-        if missing:
-            raise ValueError(f"the SageMaker target needs {missing}: set them in the endpoint connection's extras "
-                             f"(or the DAG's target_settings)")
+        spec = spec_from_settings(cls, values, "SageMaker", ("image", "role_arn", "model_data_prefix"))
         if not spec.model_data_prefix.startswith("s3://"):
             raise ValueError(f"model_data_prefix must be an s3:// URI, got {spec.model_data_prefix!r}")
         if spec.traffic_routing not in ROUTINGS:

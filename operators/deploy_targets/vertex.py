@@ -21,10 +21,10 @@ Settings (endpoint connection extras, overridden by the DAG's): ``project_id``, 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
-from operators.deploy_targets.base import DeployRefusedError, DeployStatus, DeployTarget, Served
+from operators.deploy_targets.base import DeployRefusedError, DeployStatus, DeployTarget, Served, spec_from_settings
 from operators.deploy_targets.model_package import cloud_name, short_id, stage_artifact
 
 VERSION_LABEL, URI_ENV = "ml-model-version", "ML_MODEL_SOURCE_URI"
@@ -46,15 +46,7 @@ class VertexSpec:
 
     @classmethod
     def from_settings(cls, settings: dict[str, Any]) -> VertexSpec:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(settings) - known - {"target"})
-        if unknown:
-            raise ValueError(f"unknown Vertex AI settings {unknown}; known: {sorted(known)}")
-        spec = cls(**{k: v for k, v in settings.items() if k in known})
-        missing = [n for n in ("project_id", "endpoint_id", "image") if not getattr(spec, n)]
-        if missing:
-            raise ValueError(f"the Vertex AI target needs {missing}: set them in the endpoint connection's extras "
-                             f"(or the DAG's target_settings)")
+        spec = spec_from_settings(cls, settings, "Vertex AI", ("project_id", "endpoint_id", "image"))
         if not 1 <= int(spec.canary_percent) <= 100:
             raise ValueError(f"canary_percent must be between 1 and 100, got {spec.canary_percent}")
         if spec.staging_uri and not spec.staging_uri.startswith("gs://"):

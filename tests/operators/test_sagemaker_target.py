@@ -13,12 +13,12 @@ import tarfile
 import boto3
 import pytest
 
-from ml import artifacts, train
+from ml import artifacts
 from operators.deploy_targets import DeployRefusedError, Served, get_target, target_from_handle
 from operators.deploy_targets.model_package import model_tarball
 from operators.deploy_targets.sagemaker import SageMakerSpec, SageMakerTarget, endpoint_status
 from tests.cloud_standins import SageMakerStandIn
-from tests.helpers import FakeTaskInstance, breast_cancer_table, write_snapshot
+from tests.helpers import FakeTaskInstance, breast_cancer_table, two_versions
 
 ROLE = "arn:aws:iam::123456789012:role/ml-serving"
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/ml-serving:0.1.0"
@@ -26,13 +26,7 @@ IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/ml-serving:0.1.0"
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sm-models")
-    write_snapshot(str(root / "snap"), breast_cancer_table())
-    for name, seed in (("v1", 1), ("v2", 2)):
-        train.train(str(root / "snap"), str(root / name), train.parse_config(
-            {"estimator": "HistGradientBoostingClassifier", "target": "target", "params": {"max_iter": 20},
-             "seed": seed}))
-    return {"v1": Served("1", str(root / "v1")), "v2": Served("2", str(root / "v2"))}
+    return two_versions(tmp_path_factory.mktemp("sm-models"))
 
 
 @pytest.fixture

@@ -10,24 +10,18 @@ import json
 
 import pytest
 
-from ml import artifacts, train
+from ml import artifacts
 from operators.deploy_targets import DeployRefusedError, Served, get_target, target_from_handle
 from operators.deploy_targets.vertex import VertexSpec, VertexTarget
 from tests.cloud_standins import VertexStandIn
-from tests.helpers import FakeTaskInstance, breast_cancer_table, write_snapshot
+from tests.helpers import FakeTaskInstance, breast_cancer_table, two_versions
 
 IMAGE = "europe-west4-docker.pkg.dev/ml-project/ml/ml-serving:0.1.0"
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("vertex-models")
-    write_snapshot(str(root / "snap"), breast_cancer_table())
-    for name, seed in (("v1", 1), ("v2", 2)):
-        train.train(str(root / "snap"), str(root / name), train.parse_config(
-            {"estimator": "HistGradientBoostingClassifier", "target": "target", "params": {"max_iter": 20},
-             "seed": seed}))
-    return {"v1": Served("1", str(root / "v1")), "v2": Served("2", str(root / "v2"))}
+    return two_versions(tmp_path_factory.mktemp("vertex-models"))
 
 
 @pytest.fixture

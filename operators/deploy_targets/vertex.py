@@ -201,6 +201,7 @@ class VertexTarget(DeployTarget):
         client = PredictionServiceHook(gcp_conn_id=self.spec.gcp_conn_id).get_prediction_service_client(self.spec.region)
         path = f"projects/{self.spec.project_id}/locations/{self.spec.region}/endpoints/{self.spec.endpoint_id}"
         wanted = (self.in_flight or {}).get("model")
+        deployed = self._models_by_id(self._endpoint())
         versions: dict[str, str | None] = {}
         for _ in range(SMOKE_ATTEMPTS if wanted else 1):
             try:
@@ -208,12 +209,14 @@ class VertexTarget(DeployTarget):
             except GoogleAPICallError as exc:
                 raise EndpointError(f"Vertex AI predict on endpoint {self.spec.endpoint_id}: {exc}",
                                     int(exc.code) if exc.code else None) from None
-            answered = answer.get("deployed_model_id")
-            if answered not in versions:
-                deployed = self._models_by_id(self._endpoint()).get(answered)
-                versions[answered] = self._version_of(deployed)[0] if deployed else None
-            if not wanted or (self._models_by_id(self._endpoint()).get(answered) or {}).get("model") == wanted:
-                return {"predictions": answer.get("predictions", []), "model_version": versions[answered]}
+            answered = deployed.get(answer.get("deployed_model_id"))
+            if answered is None:  # deployed since we looked
+                deployed = self._models_by_id(self._endpoint())
+                answered = deployed.get(answer.get("deployed_model_id"), {"id": None, "model": None})
+            if answered["id"] not in versions:
+                versions[answered["id"]] = self._version_of(answered)[0] if answered["model"] else None
+            if not wanted or answered["model"] == wanted:
+                return {"predictions": answer.get("predictions", []), "model_version": versions[answered["id"]]}
         raise EndpointError(f"the new model did not answer in {SMOKE_ATTEMPTS} predictions")
 
     def confirm(self, served: Served, **facts: Any) -> None:

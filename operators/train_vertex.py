@@ -104,8 +104,11 @@ class VertexTrainOperator(TrainerCommand, BaseOperator):
                                                 custom_job_id=job_id, gcp_conn_id=self.gcp_conn_id,
                                                 poll_interval=self.poll_interval),
                        method_name="execute_complete")
-        job = hook.wait_for_custom_job(project_id=self.project_id, region=self.region, job_id=job_id,
-                                       poll_interval=self.poll_interval)
+        try:  # on the worker: the same outcome handling as after the trigger
+            job = hook.wait_for_custom_job(project_id=self.project_id, region=self.region, custom_job_id=job_id,
+                                           poll_interval=self.poll_interval)
+        except RuntimeError as exc:  # the provider's way of saying the job failed
+            return self.execute_complete(context, {"status": "error", "message": str(exc)})
         return self.execute_complete(context, {"status": "success", "custom_job": CustomJob.to_dict(job)})
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:

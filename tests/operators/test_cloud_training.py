@@ -97,12 +97,12 @@ def vertex_jobs(gcs_fs, monkeypatch, tmp_path):
     stand_in.close()
 
 
-def vertex_train(bucket: str, config=CONFIG):
+def vertex_train(bucket: str, config=CONFIG, **settings):
     from tests.cloud_standins import VertexStandIn
 
     return training_operator("vertex", vertex={"image": "europe-docker.pkg.dev/p/ml/ml-trainer:0.1.0",
                                                "project_id": VertexStandIn.PROJECT, "region": VertexStandIn.REGION,
-                                               "machine_type": "n1-highmem-4", "poll_interval": 1},
+                                               "machine_type": "n1-highmem-4", "poll_interval": 1, **settings},
                              task_id="train", data_uri=f"gs://{bucket}/snapshots/interval=2",
                              output_root=f"gs://{bucket}/models", config=config)
 
@@ -154,3 +154,24 @@ def test_vertex_bad_config_fails_without_retry(vertex_jobs, gcs_emulator, make_c
     op = vertex_train(bucket, config={**CONFIG, "estimator": "os.system"})
     with pytest.raises(AirflowFailException, match="not retried.*non-zero status of 2"):
         run_deferred(op, make_context())
+
+
+def test_vertex_waits_on_the_worker_when_not_deferrable(vertex_jobs, gcs_emulator, make_context):
+    bucket = gcs_emulator.bucket
+    write_snapshot(f"gs://{bucket}/snapshots/interval=2", breast_cancer_table())
+    result = vertex_train(bucket, deferrable=False).execute(make_context(run_id="sync"))
+    assert result["digest"] == artifacts.read_manifest(f"gs://{bucket}/models/interval=2").digest
+    bad = vertex_train(bucket, config={**CONFIG, "estimator": "os.system"}, deferrable=False)
+    with pytest.raises(AirflowFailException, match="non-zero status of 2"):
+        bad.execute(make_context(run_id="sync-bad"))
+
+
+def test_sagemaker_waits_on_the_worker_when_not_deferrable(sagemaker_jobs, s3_bucket, make_context):
+    write_snapshot(f"s3://{s3_bucket}/snapshots/interval=1", breast_cancer_table())
+    op = sagemaker_train(s3_bucket, deferrable=False, check_interval=1)
+    assert op.print_log  # on the worker the provider streams the job's CloudWatch log
+    result = op.execute(make_context(run_id="sync"))
+    assert result["digest"] == artifacts.read_manifest(f"s3://{s3_bucket}/models/interval=1").digest
+    bad = sagemaker_train(s3_bucket, config={**CONFIG, "target": "nope"}, deferrable=False, check_interval=1)
+    with pytest.raises(AirflowFailException, match="not retried"):
+        bad.execute(make_context(run_id="sync-bad"))

@@ -214,12 +214,8 @@ class ArtifactWriter:
         adopted = []
         for path in paths:
             name = path[len(root.rstrip("/")) + 1:]
-            sha, size = hashlib.sha256(), 0
-            with self.fs.open(path, "rb") as f:
-                while chunk := f.read(_CHUNK):
-                    sha.update(chunk)
-                    size += len(chunk)
-            adopted.append(FileEntry(f"{self.prefix}/{name}", sha.hexdigest(), size))
+            sha, size = _file_digest(self.fs, path)
+            adopted.append(FileEntry(f"{self.prefix}/{name}", sha, size))
         self._entries.extend(adopted)
         return adopted
 
@@ -318,24 +314,53 @@ def verify(manifest: Manifest, fs: fsspec.AbstractFileSystem | None = None) -> N
     """Recompute size and sha256 of every listed file; raise on the first mismatch."""
     fs, root = resolve(manifest.uri, fs)
     for entry in manifest.files:
-        path = _join(root, entry.path)
-        sha = hashlib.sha256()
-        size = 0
         try:
-            with fs.open(path, "rb") as f:
-                while chunk := f.read(_CHUNK):
-                    sha.update(chunk)
-                    size += len(chunk)
+            sha, size = _file_digest(fs, _join(root, entry.path))
         except FileNotFoundError:
             raise ArtifactCorruptError(f"{manifest.uri}: listed file {entry.path} is missing") from None
-        if size != entry.size or sha.hexdigest() != entry.sha256:
+        if size != entry.size or sha != entry.sha256:
             raise ArtifactCorruptError(
                 f"{manifest.uri}: {entry.path} does not match its manifest "
                 f"(expected sha256 {entry.sha256[:12]}… size {entry.size}, "
-                f"found sha256 {sha.hexdigest()[:12]}… size {size}); refusing to use a modified artifact"
+                f"found sha256 {sha[:12]}… size {size}); refusing to use a modified artifact"
             )
     if content_digest(manifest.files) != manifest.digest:
         raise ArtifactCorruptError(f"{manifest.uri}: manifest digest does not match its file list")
+
+
+def _file_digest(fs: fsspec.AbstractFileSystem, path: str) -> tuple[str, int]:
+    """(sha256 hex, size) of one file, streamed."""
+    sha, size = hashlib.sha256(), 0
+    with fs.open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            sha.update(chunk)
+            size += len(chunk)
+    return sha.hexdigest(), size
+
+
+def copy_verified(uri: str, dest: str, kind: str) -> Manifest:
+    """Copy the verified artifact at ``uri`` to ``dest`` (any fsspec URI): files first, the
+    manifest last and atomically, so ``dest`` is complete or has no (new) manifest; the copy is
+    verified. Nothing is copied when ``dest`` already holds an artifact with the same digest."""
+    manifest = open_verified(uri, kind=kind)
+    dest = dest.rstrip("/")
+    if manifest.uri == dest:
+        return manifest
+    if manifest_exists(dest):
+        there = read_manifest(dest, kind=kind)
+        if there.digest == manifest.digest:
+            verify(there)
+            return there
+    src_fs, src_root = resolve(manifest.uri)
+    dst_fs, dst_root = resolve(dest)
+    for entry in manifest.files:
+        target = _join(dst_root, entry.path)
+        dst_fs.makedirs(posixpath.dirname(target), exist_ok=True)
+        with src_fs.open(_join(src_root, entry.path), "rb") as src, dst_fs.open(target, "wb") as dst:
+            while chunk := src.read(_CHUNK):
+                dst.write(chunk)
+    _atomic_put(dst_fs, _join(dst_root, MANIFEST_NAME), manifest.to_json().encode())
+    return open_verified(dest, kind=kind)
 
 
 def open_verified(

@@ -62,7 +62,7 @@ class WarehouseExportOperator(BaseOperator):
             facts = self.export(writer.staging_uri, context)
             files = writer.adopt()
             self.log.info("The export left %d files under %s", len(files), writer.staging_uri)
-            schema, rows = self._footers(writer)
+            schema, rows = self._footers(uri, files)
             if schema is not None:
                 check_columns(schema, self.expected_columns)
             if rows == 0:
@@ -86,16 +86,18 @@ class WarehouseExportOperator(BaseOperator):
         return {"uri": uri, "partition": partition, "digest": manifest.digest, "row_count": rows,
                 "schema": list(manifest.schema)}
 
-    def _footers(self, writer) -> tuple[Any, int]:
-        """(schema, rows) from the Parquet footers only; every file must have the same schema.
-        Files that are not Parquet (a warehouse's manifest or marker files) are refused."""
+    def _footers(self, uri: str, files) -> tuple[Any, int]:
+        """(schema, rows) of the ``files`` adopted into the snapshot at ``uri``, from their Parquet
+        footers only; every file must have the same schema. Files that are not Parquet (a
+        warehouse's manifest or marker files) are refused."""
         import pyarrow.parquet as pq
 
         from ml import artifacts
 
+        fs, root = artifacts.resolve(uri)
         schema, rows = None, 0
-        for entry in writer._entries:
-            with writer.fs.open(f"{writer.root}/{entry.path}", "rb") as f:
+        for entry in files:
+            with fs.open(f"{root}/{entry.path}", "rb") as f:
                 try:
                     meta = pq.ParquetFile(f).metadata
                 except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for "not Parquet"

@@ -104,11 +104,9 @@ class SageMakerStandIn:
         (opt_ml / "output" / "data").mkdir(parents=True)
         in_container = lambda value: str(opt_ml) + value[len("/opt/ml"):] if value.startswith("/opt/ml/") else value
         env = {k: in_container(v) for k, v in (request.get("Environment") or {}).items()}
-        env = {**os.environ, **env, "PYTHONPATH": str(REPO)}
-        failure = Path(env["ML_TRAIN_FAILURE_FILE"]) if "ML_TRAIN_FAILURE_FILE" in env else opt_ml / "output" / "failure"
+        failure = Path(env.get("ML_TRAIN_FAILURE_FILE") or opt_ml / "output" / "failure")
         command = [in_container(a) for a in (*spec["ContainerEntrypoint"], *spec.get("ContainerArguments", []))]
-        proc = subprocess.run([sys.executable if command[0] == "python" else command[0], *command[1:]], env=env,
-                              capture_output=True, text=True, timeout=600)
+        proc = run_container_command(command, env)
         if proc.returncode != 0:
             job.training_job_status = "Failed"
             reason = failure.read_text() if failure.exists() else proc.stderr[-500:]
@@ -126,16 +124,12 @@ class SageMakerStandIn:
         model_dir = Path(tempfile.mkdtemp(prefix="opt-ml-model-", dir=self.workdir))
         with tarfile.open(fileobj=io.BytesIO(tarball), mode="r:gz") as tar:
             tar.extractall(model_dir, filter="data")
-        from tests.conftest import free_port, wait_for_port
+        from tests.conftest import free_port
 
         port = free_port()
-        env = {**os.environ, **container.get("Environment", {}), "ML_SERVE_MODEL": str(model_dir),
-               "ML_SERVE_HOST": "127.0.0.1", "ML_SERVE_PORT": str(port), "PYTHONPATH": str(REPO),
-               "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-        proc = subprocess.Popen(["sh", str(REPO / "docker/serving/serve"), "serve"], env=env,
-                                stdout=subprocess.DEVNULL, stderr=open(model_dir / "server.log", "wb"))
-        wait_for_port(port, timeout=60)
         url = f"http://127.0.0.1:{port}"
+        proc = start_serve_script(["serve"], {**container.get("Environment", {}), "ML_SERVE_MODEL": str(model_dir),
+                                              "ML_SERVE_PORT": str(port)}, model_dir / "server.log", url + "/ping")
         self.servers[data_url] = (proc, url)
         return url
 
@@ -256,10 +250,8 @@ class VertexStandIn:
         name = f"projects/{self.PROJECT}/locations/{self.REGION}/customJobs/{next(self._ids)}"
         (pool,) = request.custom_job.job_spec.worker_pool_specs
         container = pool.container_spec
-        command = [*container.command, *container.args]
-        env = {**os.environ, **{e.name: e.value for e in container.env}, "PYTHONPATH": str(REPO)}
-        proc = subprocess.run([sys.executable if command[0] == "python" else command[0], *command[1:]], env=env,
-                              capture_output=True, text=True, timeout=600)
+        proc = run_container_command([*container.command, *container.args],
+                                     {e.name: e.value for e in container.env})
         job = self.v1.CustomJob(request.custom_job, name=name)
         if proc.returncode == 0:
             job.state = self.v1.JobState.JOB_STATE_SUCCEEDED
@@ -332,16 +324,12 @@ class VertexStandIn:
         model = self.models[deployed.model]
         port = free_port()
         base = f"/v1/endpoints/{self.ENDPOINT_ID}/deployedModels/{deployed.id}"
-        env = {**os.environ, **{e.name: e.value for e in model.container_spec.env},
-               "AIP_HTTP_PORT": str(port), "AIP_HEALTH_ROUTE": base, "AIP_PREDICT_ROUTE": f"{base}:predict",
-               "AIP_STORAGE_URI": model.artifact_uri, "AIP_DEPLOYED_MODEL_ID": deployed.id,
-               "ML_SERVE_HOST": "127.0.0.1", "PYTHONPATH": str(REPO),
-               "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-        env.pop("ML_SERVE_PORT", None)
-        log = open(self.workdir / f"vertex-server-{deployed.id}.log", "wb")
-        proc = subprocess.Popen(["sh", str(REPO / "docker/serving/serve")], env=env, stdout=subprocess.DEVNULL, stderr=log)
         url = f"http://127.0.0.1:{port}"
-        _wait_ok(url + base, proc)
+        proc = start_serve_script([], {**{e.name: e.value for e in model.container_spec.env},
+                                       "AIP_HTTP_PORT": str(port), "AIP_HEALTH_ROUTE": base,
+                                       "AIP_PREDICT_ROUTE": f"{base}:predict", "AIP_STORAGE_URI": model.artifact_uri,
+                                       "AIP_DEPLOYED_MODEL_ID": deployed.id},
+                                  self.workdir / f"vertex-server-{deployed.id}.log", url + base)
         self.servers[deployed.id] = (proc, url, f"{base}:predict")
         return url, f"{base}:predict"
 
@@ -352,8 +340,28 @@ class VertexStandIn:
             proc.wait(10)
 
 
+def run_container_command(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """A training container's command run here, with the container's environment on top of
+    this one (``python`` is this interpreter, the checkout is on the path)."""
+    program = sys.executable if command[0] == "python" else command[0]
+    return subprocess.run([program, *command[1:]], env={**os.environ, **env, "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, timeout=600)
+
+
+def start_serve_script(args: list[str], env: dict[str, str], log: Path, health_url: str) -> subprocess.Popen:
+    """The serving image's entry point (``docker/serving/serve``) started here as a platform starts
+    the container: its environment on top of this one, ready once ``health_url`` answers 200."""
+    base = {k: v for k, v in os.environ.items() if k != "ML_SERVE_PORT"}
+    proc = subprocess.Popen(["sh", str(REPO / "docker/serving/serve"), *args], stdout=subprocess.DEVNULL,
+                            stderr=open(log, "wb"), env={
+                                **base, "ML_SERVE_HOST": "127.0.0.1", "PYTHONPATH": str(REPO),
+                                "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", **env})
+    _wait_ok(health_url, proc)
+    return proc
+
+
 def _wait_ok(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
-    """Until ``url`` answers 200 (Vertex's health check), or the server process died."""
+    """Until ``url`` answers 200 (the platform's health check), or the server process died."""
     import time
 
     deadline = time.monotonic() + timeout

@@ -1,7 +1,8 @@
 """A model artifact packed the way a managed endpoint takes it in.
 
 SageMaker wants one ``model.tar.gz`` in S3, unpacked into ``/opt/ml/model``; Vertex AI wants an
-``artifact_uri`` folder in GCS, copied into ``AIP_STORAGE_URI``. Either way the artifact keeps
+``artifact_uri`` folder in GCS (``ml.artifacts.copy_verified`` stages it there), copied into
+``AIP_STORAGE_URI``. Either way the artifact keeps
 its own layout (``manifest.json`` + ``w-<id>/`` files), so the server in the container verifies
 every digest exactly as it does anywhere else. The artifact is verified before it is packed: a
 tampered or half-written model never leaves for the cloud.
@@ -59,28 +60,3 @@ def _member(name: str, size: int) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.size, info.mtime, info.mode, info.uname, info.gname = size, 0, 0o644, "", ""
     return info
-
-
-def stage_artifact(uri: str, dest: str) -> artifacts.Manifest:
-    """Copy the verified model artifact at ``uri`` to ``dest`` (any fsspec URI), files first and
-    the manifest last, so ``dest`` is complete or has no manifest. Nothing is copied when
-    ``dest`` already holds an artifact with the same digest."""
-    manifest = artifacts.open_verified(uri, kind="model")
-    if manifest.uri.rstrip("/") == dest.rstrip("/"):
-        return manifest
-    if artifacts.manifest_exists(dest):
-        there = artifacts.read_manifest(dest, kind="model")
-        if there.digest == manifest.digest:
-            artifacts.verify(there)
-            return there
-    src_fs, src_root = artifacts.resolve(manifest.uri)
-    dst_fs, dst_root = artifacts.resolve(dest.rstrip("/"))
-    for entry in manifest.files:
-        dst_fs.makedirs(f"{dst_root}/{entry.path}".rsplit("/", 1)[0], exist_ok=True)
-        with src_fs.open(f"{src_root}/{entry.path}", "rb") as src, dst_fs.open(f"{dst_root}/{entry.path}", "wb") as dst:
-            while chunk := src.read(4 * 1024 * 1024):
-                dst.write(chunk)
-    dst_fs.pipe_file(f"{dst_root}/{artifacts.MANIFEST_NAME}", manifest.to_json().encode())
-    staged = artifacts.read_manifest(dest, kind="model")
-    artifacts.verify(staged)
-    return staged

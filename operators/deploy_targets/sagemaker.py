@@ -163,14 +163,17 @@ class SageMakerTarget(DeployTarget):
         return config_name, facts
 
     def _upload(self, hook, served: Served) -> str:
-        """``model.tar.gz`` of the verified artifact under ``model_data_prefix``; not re-sent
-        when that key already holds it."""
-        tarball, manifest = model_tarball(served.uri)
+        """``model.tar.gz`` of the verified artifact under ``model_data_prefix``; neither packed
+        nor re-sent when that key (named by the artifact's digest) already holds it."""
+        from ml import artifacts
+
+        digest = artifacts.read_manifest(served.uri, kind="model").digest
         bucket, _, prefix = self.spec.model_data_prefix[len("s3://"):].partition("/")
-        key = "/".join(p for p in (prefix.strip("/"), self.endpoint_name, f"v{served.version}-{manifest.digest[:12]}",
+        key = "/".join(p for p in (prefix.strip("/"), self.endpoint_name, f"v{served.version}-{digest[:12]}",
                                    "model.tar.gz") if p)
-        with tarball:
-            if not hook.s3_hook.check_for_key(key, bucket):
+        if not hook.s3_hook.check_for_key(key, bucket):
+            tarball, _ = model_tarball(served.uri)  # verifies every file before anything leaves
+            with tarball:
                 hook.s3_hook.load_file_obj(tarball, key, bucket, replace=True)
         return f"s3://{bucket}/{key}"
 

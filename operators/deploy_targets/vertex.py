@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from operators.deploy_targets.base import DeployRefusedError, DeployStatus, DeployTarget, Served, spec_from_settings
-from operators.deploy_targets.model_package import cloud_name, short_id, stage_artifact
+from operators.deploy_targets.model_package import cloud_name, short_id
 
 VERSION_LABEL, URI_ENV = "ml-model-version", "ML_MODEL_SOURCE_URI"
 SMOKE_ATTEMPTS = 40  # predictions asked until the canary answers (traffic is split at random)
@@ -52,6 +52,12 @@ class VertexSpec:
         if spec.staging_uri and not spec.staging_uri.startswith("gs://"):
             raise ValueError(f"staging_uri must be a gs:// URI, got {spec.staging_uri!r}")
         return spec
+
+
+def _serving_id(endpoint: dict[str, Any]) -> str | None:
+    """The deployed model taking the largest share of an endpoint's traffic, if any."""
+    traffic = {k: int(v) for k, v in endpoint.get("traffic_split", {}).items()}
+    return max(traffic, key=traffic.get) if traffic else None
 
 
 def _as_dict(message) -> dict[str, Any]:
@@ -108,10 +114,9 @@ class VertexTarget(DeployTarget):
     # ------------------------------------------------------------------ interface
     def current(self) -> Served | None:
         endpoint = self._endpoint()
-        traffic = {k: int(v) for k, v in endpoint.get("traffic_split", {}).items()}
-        if not traffic:
+        serving_id = _serving_id(endpoint)
+        if serving_id is None:
             return None
-        serving_id = max(traffic, key=traffic.get)
         deployed = self._models_by_id(endpoint).get(serving_id)
         if deployed is None:
             return None
@@ -129,10 +134,11 @@ class VertexTarget(DeployTarget):
                 raise DeployRefusedError(f"{served.uri} is not in GCS and no staging_uri is set: Vertex AI reads "
                                          f"models from gs:// only")
             artifact_uri = f"{self.spec.staging_uri.rstrip('/')}/{cloud_name(self.endpoint, unique)}"
-            stage_artifact(served.uri, artifact_uri)
+            from ml import artifacts
+
+            artifacts.copy_verified(served.uri, artifact_uri, kind="model")
         endpoint = self._endpoint()
-        traffic = {k: int(v) for k, v in endpoint.get("traffic_split", {}).items()}
-        previous = max(traffic, key=traffic.get) if traffic else None
+        previous = _serving_id(endpoint)
         canary = int(self.spec.canary_percent) if previous else 100
         try:
             upload = ModelServiceHook(gcp_conn_id=self.spec.gcp_conn_id).upload_model(

@@ -33,9 +33,10 @@ demo: venv
 	bash demo/run_demo.sh
 
 # The container tests start their own engine (demo/container_engine.py); this installs Debian's
-# engines and debootstrap when they are missing and apt-get can (root on Debian/Ubuntu).
+# engines and debootstrap, and the chromium the UI plugin's browser test drives, when they are
+# missing and apt-get can (root on Debian/Ubuntu).
 CONTAINER_TOOLS := dockerd:docker.io containerd:containerd runc:runc docker-compose:docker-compose \
-                   debootstrap:debootstrap podman:podman catatonit:catatonit iptables:iptables
+                   debootstrap:debootstrap podman:podman catatonit:catatonit iptables:iptables chromium:chromium
 container-tools:
 	@missing=""; for pair in $(CONTAINER_TOOLS); do command -v $${pair%%:*} >/dev/null || [ -x /usr/libexec/podman/$${pair%%:*} ] \
 	  || missing="$$missing $${pair##*:}"; done; \
@@ -54,6 +55,7 @@ benchmarks: venv
 	$(VENV)/bin/python benchmarks/extract.py
 	$(VENV)/bin/python benchmarks/serving.py
 	$(VENV)/bin/python benchmarks/pipeline.py
+	$(VENV)/bin/python benchmarks/batch_scoring.py
 
 # `make demo` leaves its model server running (that is the point); this stops it.
 demo-stop:

@@ -9,6 +9,7 @@ import os
 import pendulum
 from airflow.sdk import DAG, Param, task
 
+from operators.alerts import task_failure_alert
 from operators.deploy_steps import ENDPOINT, deploy_steps, endpoint_asset
 
 MODEL_NAME = os.environ.get("ML_MODEL_NAME", "demo_classifier")
@@ -20,7 +21,9 @@ with DAG(
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": 1},
+    default_args={
+        "on_failure_callback": task_failure_alert(),  # Slack, when ML_SLACK_CONN_ID exists
+        "retries": 1},
     params={
         "model": Param(MODEL_NAME, type="string", description="registered model name"),
         "version": Param(None, type=["null", "string"], description="version to deploy (or give an alias)"),

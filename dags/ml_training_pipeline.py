@@ -16,13 +16,15 @@ from datetime import timedelta
 
 import pendulum
 from airflow.providers.standard.operators.empty import EmptyOperator
-from airflow.sdk import DAG, AssetAlias, CronDataIntervalTimetable, Param, chain, task
+from airflow.sdk import DAG, AssetAlias, AssetOrTimeSchedule, CronDataIntervalTimetable, Param, chain, task
 
 from ml.training_config import ESTIMATORS
+from operators.alerts import task_failure_alert
 from operators.artifact_sensor import ArtifactSensor
 from operators.deploy_steps import ENDPOINT, deploy_steps
 from operators.evaluate_model import DIRECTIONS, EvaluateModelOperator
 from operators.promote_model import PromoteModelOperator
+from operators.published_snapshots import training_snapshots_asset
 from operators.register_model import RegisterModelOperator
 from operators.sql_to_parquet import extract_operator
 from operators.train_model import training_operator
@@ -92,16 +94,21 @@ RETRY_DELAY = timedelta(seconds=float(os.environ.get("ML_RETRY_DELAY_SECONDS", "
 # operators/asset_events.py): a run for another model records events on that model's assets.
 snapshot_events = AssetAlias("ml_training_pipeline.snapshots")
 registered_events = AssetAlias("ml_training_pipeline.registered")
+# Data-aware retraining: a snapshot published on this asset starts a run that trains on it
+# (operators/published_snapshots.py); the cron schedule runs as well.
+published_snapshots = training_snapshots_asset(MODEL_NAME)
 
 with DAG(
     dag_id="ml_training_pipeline",
     description="Extract training rows, train a scikit-learn model, register, evaluate, promote and deploy it",
-    schedule=CronDataIntervalTimetable(SCHEDULE, timezone="UTC"),
+    schedule=AssetOrTimeSchedule(timetable=CronDataIntervalTimetable(SCHEDULE, timezone="UTC"),
+                                 assets=published_snapshots),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=CATCHUP,
     max_active_runs=1,
     render_template_as_native_obj=True,  # Params keep their JSON types inside templated dicts
     default_args={
+        "on_failure_callback": task_failure_alert(),  # Slack, when ML_SLACK_CONN_ID exists
         "retries": 2,
         "retry_delay": RETRY_DELAY,
         "retry_exponential_backoff": 2.0,
@@ -142,6 +149,8 @@ with DAG(
         snapshot_root=ARTIFACT_ROOT + "/snapshots/{{ params.model_name }}",
         asset_name="{{ params.model_name }}.snapshots",
         outlets=[snapshot_events],
+        published_asset=published_snapshots.name,
+        model_name="{{ params.model_name }}",
     )
     wait_for_snapshot = ArtifactSensor(
         task_id="wait_for_snapshot", uri=extract.output["uri"], kind="snapshot", poke_interval=10, timeout=3600

@@ -36,7 +36,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
-KINDS = ("snapshot", "model")
+KINDS = ("snapshot", "model", "predictions")
 _CHUNK = 4 * 1024 * 1024
 
 
@@ -173,14 +173,19 @@ class ArtifactWriter:
     the previous manifest (if any) in force and the partial files unreferenced.
     """
 
-    def __init__(self, uri: str, kind: str, fs: fsspec.AbstractFileSystem | None = None):
+    def __init__(self, uri: str, kind: str, fs: fsspec.AbstractFileSystem | None = None,
+                 write_id: str | None = None):
+        """``write_id``: name this write's prefix (``w-<write_id>``) when several processes write
+        its files (batch scoring's shards); by default a fresh one."""
         if kind not in KINDS:
             raise ValueError(f"artifact kind must be one of {KINDS}, got {kind!r}")
+        if write_id is not None and not all(c.isalnum() or c in "-_." for c in write_id):
+            raise ValueError(f"write_id may hold letters, digits, '-', '_' and '.', got {write_id!r}")
         self.uri = uri.rstrip("/")
         self.kind = kind
         self.fs, self.root = resolve(self.uri, fs)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-        self.prefix = f"w-{stamp}-{uuid.uuid4().hex[:8]}"
+        self.prefix = f"w-{write_id}" if write_id else f"w-{stamp}-{uuid.uuid4().hex[:8]}"
         self._entries: list[FileEntry] = []
         self._committed = False
 
@@ -203,9 +208,9 @@ class ArtifactWriter:
         visible to readers until :meth:`adopt` and :meth:`commit`."""
         return _join(self.uri, self.prefix)
 
-    def adopt(self) -> list[FileEntry]:
-        """Record the files another writer left under :attr:`staging_uri`, hashing each once
-        (streamed: the bytes pass through, the rows are never decoded)."""
+    def adopt(self, names: set[str] | None = None) -> list[FileEntry]:
+        """Record the files another writer left under :attr:`staging_uri` (only ``names``, when
+        given), hashing each once (streamed: the bytes pass through, the rows are never decoded)."""
         root = _join(self.root, self.prefix)
         try:
             paths = sorted(p for p in self.fs.find(root) if p.rstrip("/") != root)
@@ -214,6 +219,8 @@ class ArtifactWriter:
         adopted = []
         for path in paths:
             name = path[len(root.rstrip("/")) + 1:]
+            if names is not None and name not in names:
+                continue
             sha, size = _file_digest(self.fs, path)
             adopted.append(FileEntry(f"{self.prefix}/{name}", sha, size))
         self._entries.extend(adopted)
@@ -260,6 +267,18 @@ class ArtifactWriter:
                 self.fs.rm(_join(self.root, self.prefix), recursive=True)
             except FileNotFoundError:
                 pass
+
+    def remove_unlisted(self) -> None:
+        """After a commit: remove files under this write's prefix that the manifest does not list
+        (left by an earlier try of a shared write)."""
+        listed = {_join(self.root, e.path) for e in self._entries}
+        try:
+            paths = self.fs.find(_join(self.root, self.prefix))
+        except FileNotFoundError:
+            return
+        for path in paths:
+            if path not in listed:
+                self.fs.rm(path)
 
     def _remove_stale_writes(self) -> None:
         try:
@@ -312,8 +331,15 @@ def read_manifest(
 
 def verify(manifest: Manifest, fs: fsspec.AbstractFileSystem | None = None) -> None:
     """Recompute size and sha256 of every listed file; raise on the first mismatch."""
+    verify_files(manifest, manifest.files, fs)
+    if content_digest(manifest.files) != manifest.digest:
+        raise ArtifactCorruptError(f"{manifest.uri}: manifest digest does not match its file list")
+
+
+def verify_files(manifest: Manifest, entries, fs: fsspec.AbstractFileSystem | None = None) -> None:
+    """Recompute size and sha256 of the listed ``entries`` (a reader of part of an artifact)."""
     fs, root = resolve(manifest.uri, fs)
-    for entry in manifest.files:
+    for entry in entries:
         try:
             sha, size = _file_digest(fs, _join(root, entry.path))
         except FileNotFoundError:
@@ -324,8 +350,6 @@ def verify(manifest: Manifest, fs: fsspec.AbstractFileSystem | None = None) -> N
                 f"(expected sha256 {entry.sha256[:12]}… size {entry.size}, "
                 f"found sha256 {sha[:12]}… size {size}); refusing to use a modified artifact"
             )
-    if content_digest(manifest.files) != manifest.digest:
-        raise ArtifactCorruptError(f"{manifest.uri}: manifest digest does not match its file list")
 
 
 def _file_digest(fs: fsspec.AbstractFileSystem, path: str) -> tuple[str, int]:
@@ -377,5 +401,9 @@ def file_uri(manifest: Manifest, entry: FileEntry) -> str:
 
 
 def open_file(manifest: Manifest, entry: FileEntry, fs: fsspec.AbstractFileSystem | None = None):
-    fs, root = resolve(manifest.uri, fs)
-    return fs.open(_join(root, entry.path), "rb")
+    return open_file_at(manifest.uri, entry.path, fs)
+
+
+def open_file_at(uri: str, rel: str, fs: fsspec.AbstractFileSystem | None = None):
+    fs, root = resolve(uri.rstrip("/"), fs)
+    return fs.open(_join(root, rel), "rb")

@@ -2,8 +2,8 @@
 
 One command wherever it runs (local subprocess, Kubernetes pod, later cloud jobs). It
 reads a verified snapshot, fits a scikit-learn Pipeline deterministically, evaluates it
-on a held-out split, and writes a model artifact (skops model, metrics, config, holdout
-rows, manifest last). Exit codes: 0 ok, 2 bad config or data (one line on stderr saying
+on a held-out split, and writes a model artifact (skops model, metrics, config, evaluation
+picture, holdout rows, manifest last). Exit codes: 0 ok, 2 bad config or data (one line on stderr saying
 what is wrong), 1 anything unexpected.
 """
 
@@ -160,6 +160,11 @@ def train(data_uri: str, output_uri: str, config: TrainingConfig, lineage: dict[
         writer.write_bytes("model.skops", model_io.dumps(model))
         writer.write_bytes("metrics.json", json.dumps(metrics, indent=2, sort_keys=True).encode())
         writer.write_bytes("config.json", json.dumps(config.to_dict(), indent=2, sort_keys=True).encode())
+        from ml.evaluation_picture import PICTURE_NAME, evaluation_svg
+
+        picture = evaluation_svg(model, X[test_idx], y[test_idx], task,
+                                 f"{config.estimator}: {len(test_idx)} held-out rows")
+        writer.write_bytes(PICTURE_NAME, picture.encode())
         holdout = table.take(pa.array(sorted(test_idx)))
         with writer.open("holdout.parquet") as f:
             pq.write_table(holdout, f)
@@ -173,6 +178,7 @@ def train(data_uri: str, output_uri: str, config: TrainingConfig, lineage: dict[
             # features that had missing values in training: the only ones a server may accept as null
             "features_with_missing": [f for i, f in enumerate(features) if bool(np.isnan(X[:, i]).any())],
             "metrics": metrics,
+            "evaluation_picture": PICTURE_NAME,
             "n_train": int(len(train_idx)),
             "n_test": int(len(test_idx)),
             "snapshot_uri": data_uri,

@@ -3,7 +3,8 @@
 The deploy task pushes its outcome to XCom (``ledger``) whether it succeeds or fails;
 ``RecordLedgerOperator`` runs after it whatever happened (trigger rule all_done) and emits
 that record as the asset event, because Airflow emits outlet events only for successful
-tasks. ``FailIfUpstreamFailedOperator`` then keeps the DAG run failed when the deploy failed.
+tasks, and sends the Slack alert of a deploy or an automatic rollback (``operators.alerts``).
+``FailIfUpstreamFailedOperator`` then keeps the DAG run failed when the deploy failed.
 """
 
 from __future__ import annotations
@@ -31,6 +32,13 @@ class RecordLedgerOperator(BaseOperator):
         for outlet in self.outlets:
             context["outlet_events"][outlet].extra = record
         self.log.info("Ledger: %s", record)
+        from operators.alerts import SlackAlert, ledger_text
+
+        if text := ledger_text(record):
+            try:
+                SlackAlert(text=text).notify(context)  # not rendered: the record is data, not a template
+            except Exception as exc:  # noqa: BLE001 - the ledger entry matters more than its alert
+                self.log.error("Slack alert not sent: %s", exc)
         return record
 
 
@@ -44,6 +52,7 @@ class FailIfUpstreamFailedOperator(BaseOperator):
     def __init__(self, *, watched_task_id: str = "deploy", **kwargs) -> None:
         kwargs.setdefault("trigger_rule", "one_failed")
         kwargs.setdefault("retries", 0)
+        kwargs.setdefault("on_failure_callback", None)  # the failed task it reports has alerted already
         super().__init__(**kwargs)
         self.watched_task_id = watched_task_id
 

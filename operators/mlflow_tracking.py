@@ -27,9 +27,16 @@ class MlflowTarget:
 
 
 def mlflow_target(conn_id: str | None = "mlflow_default") -> MlflowTarget:
-    from operators.connections import http_url, optional_connection
+    from operators.connections import optional_connection
 
-    conn = optional_connection(conn_id)
+    return target_from_connection(optional_connection(conn_id), conn_id)
+
+
+def target_from_connection(conn, conn_id: str | None = "mlflow_default") -> MlflowTarget:
+    """The registry a connection names (any Connection object: the task SDK's or the core's),
+    or, with ``conn`` None, the one the environment names."""
+    from operators.connections import http_url
+
     if conn is not None:
         extra = conn.extra_dejson
         uri = extra.get("tracking_uri") or http_url(conn)

@@ -87,10 +87,13 @@ class SqlToParquetOperator(BaseOperator):
     :param expected_columns: column names, or ``{name: arrow type string}``; a mismatch fails.
     :param asset_name: name of the asset (uri: ``snapshot_root``) an ``AssetAlias`` outlet
         records the event on; the event carries uri, digest and row count.
+    :param published_asset: in a run triggered by events on this asset, take the newest
+        published snapshot instead of querying (``operators.published_snapshots``); skipped
+        when ``model_name`` already has a version trained on it.
     :returns: ``{"uri", "partition", "digest", "row_count", "schema"}`` (pushed to XCom).
     """
 
-    template_fields: Sequence[str] = ("sql", "snapshot_root", "conn_id", "asset_name")
+    template_fields: Sequence[str] = ("sql", "snapshot_root", "conn_id", "asset_name", "published_asset", "model_name")
     template_ext: Sequence[str] = (".sql",)
     template_fields_renderers = {"sql": "sql"}
     ui_color = "#cfe8fc"
@@ -105,11 +108,14 @@ class SqlToParquetOperator(BaseOperator):
         batch_rows: int = 100_000,
         lineage: dict[str, Any] | None = None,
         asset_name: str | None = None,
+        published_asset: str | None = None,
+        model_name: str | None = None,
         **kwargs,
     ) -> None:
         kwargs.setdefault("multiple_outputs", True)  # each result key is an XCom: `task.output["uri"]`
         super().__init__(**kwargs)
         self.asset_name = asset_name
+        self.published_asset, self.model_name = published_asset, model_name
         self.conn_id = conn_id
         self.sql = sql
         self.snapshot_root = snapshot_root
@@ -126,8 +132,11 @@ class SqlToParquetOperator(BaseOperator):
 
         from ml import artifacts
         from ml.snapshots import arrow_schema_fields
+        from operators.published_snapshots import take_published_snapshot
         from operators.sql_record_batches import record_batches
 
+        if (published := take_published_snapshot(context, self.published_asset, self.model_name, self.log)) is not None:
+            return published
         partition = interval_partition(context)
         uri = f"{self.snapshot_root.rstrip('/')}/{partition}"
         hook = BaseHook.get_connection(self.conn_id).get_hook()

@@ -29,20 +29,23 @@ class WarehouseExportOperator(BaseOperator):
     :param snapshot_root: URI under which interval partitions are written.
     :param expected_columns: names, or ``{name: arrow type}``; a mismatch fails before anything is committed.
     :param asset_name: the asset the snapshot event is recorded on (see SqlToParquetOperator).
+    :param published_asset, model_name: see SqlToParquetOperator.
     :returns: ``{"uri", "partition", "digest", "row_count", "schema"}``, as SqlToParquetOperator.
     """
 
-    template_fields: Sequence[str] = ("sql", "snapshot_root", "asset_name")
+    template_fields: Sequence[str] = ("sql", "snapshot_root", "asset_name", "published_asset", "model_name")
     template_ext: Sequence[str] = (".sql",)
     template_fields_renderers = {"sql": "sql"}
     ui_color = "#cfe8fc"
 
     def __init__(self, *, sql: str, snapshot_root: str, expected_columns: Sequence[str] | dict[str, str] | None = None,
-                 asset_name: str | None = None, lineage: dict[str, Any] | None = None, **kwargs) -> None:
+                 asset_name: str | None = None, lineage: dict[str, Any] | None = None,
+                 published_asset: str | None = None, model_name: str | None = None, **kwargs) -> None:
         kwargs.setdefault("multiple_outputs", True)
         super().__init__(**kwargs)
         self.sql, self.snapshot_root, self.expected_columns = sql, snapshot_root, expected_columns
         self.asset_name, self.lineage = asset_name, lineage or {}
+        self.published_asset, self.model_name = published_asset, model_name
 
     def render_template_fields(self, context: Context, jinja_env=None) -> None:
         context["window_start"], context["window_end"] = extraction_window(context)
@@ -54,6 +57,10 @@ class WarehouseExportOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from ml import artifacts
+        from operators.published_snapshots import take_published_snapshot
+
+        if (published := take_published_snapshot(context, self.published_asset, self.model_name, self.log)) is not None:
+            return published
 
         partition = interval_partition(context)
         uri = f"{self.snapshot_root.rstrip('/')}/{partition}"

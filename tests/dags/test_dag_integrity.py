@@ -50,7 +50,11 @@ def test_training_pipeline_shape_schedule_and_params(dagbag):
     assert dag.get_task("deploy").downstream_task_ids == {"record_ledger", "fail_if_deploy_failed"}
     assert dag.get_task("record_ledger").trigger_rule == "all_done"
     assert dag.get_task("fail_if_deploy_failed").trigger_rule == "one_failed"
-    assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"  # backfills get real data intervals
+    # cron (backfills get real data intervals) or a published training snapshot
+    assert type(dag.timetable).__name__ == "AssetOrTimeSchedule"
+    assert type(dag.timetable.timetable).__name__ == "CronDataIntervalTimetable"
+    assert dag.timetable.asset_condition.name == "demo_classifier.training_snapshots"
+    assert dag.get_task("extract").published_asset == "demo_classifier.training_snapshots"
     assert dag.max_active_runs == 1
     for task_id in ("wait_for_snapshot", "wait_for_model"):
         assert dag.get_task(task_id).deferrable
@@ -65,6 +69,27 @@ def test_training_pipeline_shape_schedule_and_params(dagbag):
         params.get_param("estimator").resolve("os.system")
     train = dag.get_task("train")
     assert train.retry_exponential_backoff and train.max_retry_delay
+
+
+def test_every_task_alerts_slack_on_failure_except_the_watcher_that_reports_one(dagbag):
+    from operators.alerts import SlackAlert
+
+    for dag_id, dag in dagbag.dags.items():
+        for task in dag.tasks:
+            callbacks = task.on_failure_callback or []
+            callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+            if task.task_id == "fail_if_deploy_failed":
+                assert not callbacks
+            else:
+                assert [type(c) for c in callbacks] == [SlackAlert], f"{dag_id}.{task.task_id}"
+
+
+def test_batch_scoring_maps_shards_with_a_bound(dagbag):
+    dag = dagbag.dags["ml_batch_scoring"]
+    assert [t.task_id for t in dag.topological_sort()] == ["extract", "plan", "score", "commit"]
+    score = dag.get_task("score")
+    assert type(score).__name__ == "MappedOperator" and score.max_active_tis_per_dagrun == 2
+    assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"
 
 
 def test_deploy_dag_reads_the_ledger_and_records_to_it(dagbag):

@@ -42,7 +42,8 @@ def test_cli_trains_evaluates_and_writes_a_verified_model(cancer_snapshot, tmp_p
     assert result == {"model_uri": out, "digest": manifest.digest, "metrics": manifest.extra["metrics"]}
     assert set(manifest.extra["metrics"]) == {"accuracy", "f1", "roc_auc"}
     assert manifest.extra["metrics"]["roc_auc"] > 0.95
-    assert {f.name for f in manifest.files} == {"model.skops", "metrics.json", "config.json", "holdout.parquet"}
+    assert {f.name for f in manifest.files} == {"model.skops", "metrics.json", "config.json", "evaluation.svg",
+                                                "holdout.parquet"}
     snapshot = artifacts.read_manifest(cancer_snapshot)
     assert manifest.lineage["snapshot_digest"] == snapshot.digest == manifest.extra["snapshot_digest"]
     assert manifest.lineage["run_id"] == "r2" and manifest.lineage["dag_id"] == "d"
@@ -61,6 +62,46 @@ def test_cli_trains_evaluates_and_writes_a_verified_model(cancer_snapshot, tmp_p
     assert accuracy_score(holdout.column("target").to_numpy(), model.predict(X)) == pytest.approx(
         manifest.extra["metrics"]["accuracy"]
     )
+
+
+def picture(manifest):
+    import xml.etree.ElementTree as ET
+
+    assert manifest.extra["evaluation_picture"] == "evaluation.svg"
+    with artifacts.open_file(manifest, manifest.file("evaluation.svg")) as f:
+        return ET.fromstring(f.read())  # well-formed XML, or this raises
+
+
+def test_a_classifier_picture_has_its_confusion_matrix_and_roc_curve(cancer_snapshot, tmp_path):
+    import numpy as np
+    import pyarrow.parquet as pq
+    from sklearn.metrics import confusion_matrix
+
+    train.train(cancer_snapshot, str(tmp_path / "m"), train.parse_config(HGB))
+    manifest, model = model_io.load_verified_model(str(tmp_path / "m"))
+    svg = picture(manifest)
+    ns = {"s": "http://www.w3.org/2000/svg"}
+    cells = svg.findall(".//s:g[@class='confusion-matrix']/s:text", ns)[:4]
+    with artifacts.open_file(manifest, manifest.file("holdout.parquet")) as f:
+        holdout = pq.read_table(f)
+    truth = holdout.column("target").to_numpy()
+    expected = confusion_matrix(truth, model.predict(holdout.drop(["target"]).to_pandas().to_numpy()))
+    assert [int(c.text) for c in cells] == expected.ravel().tolist()
+    assert int(np.sum(expected)) == manifest.extra["n_test"]
+    roc = svg.find(".//s:g[@class='roc']", ns)
+    assert f"ROC AUC {manifest.extra['metrics']['roc_auc']:.3f}" in "".join(roc.itertext())
+    assert len(roc.find("s:polyline", ns).get("points").split()) >= 3
+
+
+def test_a_regressor_picture_shows_residuals(tmp_path):
+    write_snapshot(str(tmp_path / "diabetes"), diabetes_table())
+    train.train(str(tmp_path / "diabetes"), str(tmp_path / "m"),
+                train.parse_config({"estimator": "Ridge", "target": "target"}))
+    svg = picture(artifacts.open_verified(str(tmp_path / "m")))
+    ns = {"s": "http://www.w3.org/2000/svg"}
+    assert svg.find(".//s:g[@class='confusion-matrix']", ns) is None
+    dots = svg.findall(".//s:g[@class='residuals']/s:circle", ns)
+    assert 50 < len(dots) <= 400
 
 
 def test_training_is_deterministic_so_the_model_digest_repeats(cancer_snapshot, tmp_path):

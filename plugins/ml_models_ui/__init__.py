@@ -1,0 +1,1 @@
+"""The models-and-endpoints page behind ``plugins/ml_models_plugin.py`` (api-server only)."""

@@ -1,0 +1,114 @@
+"""Routes of the models-and-endpoints page (mounted at ``/ml-models``).
+
+    GET  /                                  models (versions, aliases, metrics, lineage, chart) and endpoints
+    GET  /runs/{dag_id}/{run_id}            the DAG-run tab: the version a run registered and its deploys
+    GET  /versions/{model}/{v}/evaluation.svg   a version's evaluation picture (verified artifact)
+    POST /endpoints/{endpoint}/rollback     triggers ml_deploy (action rollback) through the REST API as the user
+    GET  /api/summary                       the same facts as JSON
+"""
+
+from __future__ import annotations
+
+import logging
+from html import escape
+from urllib.parse import quote
+
+from fastapi import Depends, FastAPI, Form, HTTPException, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+
+from ml_models_ui import data, render
+from ml_models_ui.auth import DEPLOY_DAG, _allowed, deployer, reader, user_token
+
+log = logging.getLogger(__name__)
+PREFIX = "/ml-models"
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(title="ML models and endpoints", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.get("/icon.svg")
+    def icon() -> Response:  # the nav icon: public, it shows nothing
+        return Response(render.ICON, media_type="image/svg+xml")
+
+    @app.get("/", response_class=HTMLResponse)
+    def index(request: Request, user=Depends(reader)) -> str:
+        client = data.registry_client()
+        can_roll_back = _allowed(user, "POST", DEPLOY_DAG)
+        note = ""
+        if run_id := request.query_params.get("rollback_run"):
+            note = (f"<p class='note'>Rollback asked: {render.run_link(DEPLOY_DAG, run_id)} "
+                    f"(<span class='rollback-run'>{escape(run_id)}</span>)</p>")
+        models = "".join(render.model_section(m, PREFIX) for m in data.models(client)) or "<p>No registered model yet.</p>"
+        endpoints = "".join(render.endpoint_section(e, PREFIX, can_roll_back) for e in data.endpoints()) \
+            or "<p>No endpoint has a deploy yet.</p>"
+        return render.page("Models & endpoints", f"{note}<h2>Endpoints</h2>{endpoints}<h2>Registered models</h2>{models}",
+                           PREFIX)
+
+    @app.get("/runs/{dag_id}/{run_id}", response_class=HTMLResponse)
+    def run_tab(dag_id: str, run_id: str, user=Depends(reader)) -> str:
+        client = data.registry_client()
+        registered = [(m, v) for m in data.models(client) for v in m.versions if v.trained_by == (dag_id, run_id)]
+        deploys = [(e.name, entry) for e in data.endpoints() for entry in e.ledger if entry.get("run_id") == run_id]
+        body = []
+        for model, v in registered:
+            metrics = ", ".join(f"{k} {val:.4f}" for k, val in sorted(v.metrics.items()))
+            body.append(f"<p class='registered'>Registered {escape(model.name)} version <b>{escape(v.version)}</b> "
+                        f"{''.join(f'@{escape(a)} ' for a in v.aliases)}({escape(metrics)}); snapshot "
+                        f"<code>{escape(v.snapshot_digest[:12])}</code></p>"
+                        f"<img class='evaluation' src='{PREFIX}/versions/{quote(model.name, safe='')}/"
+                        f"{quote(v.version)}/evaluation.svg' alt='evaluation'>")
+        for endpoint, entry in deploys:
+            body.append(f"<p class='deploy'>Endpoint {escape(endpoint)}: {escape(str(entry.get('outcome')))} "
+                        f"version {escape(str(entry.get('failed_version') or entry.get('version')))} "
+                        f"({escape(str(entry.get('reason')))})</p>")
+        if not body:
+            body.append(f"<p>Run {escape(run_id)} of {escape(dag_id)} registered no model version and deployed nothing.</p>")
+        body.append(f"<p><a href='{PREFIX}/'>All models and endpoints</a></p>")
+        return render.page(f"{dag_id} / {run_id}", "".join(body), PREFIX)
+
+    @app.get("/versions/{model}/{version}/evaluation.svg")
+    def picture(model: str, version: str, user=Depends(reader)) -> Response:
+        from ml.artifacts import ArtifactError
+
+        try:
+            svg = data.evaluation_picture(data.registry_client(), model, version)
+        except (FileNotFoundError, KeyError) as exc:
+            raise HTTPException(404, str(exc)) from None
+        except ArtifactError as exc:
+            raise HTTPException(409, f"the artifact of {model} version {version} is not usable: {exc}") from None
+        return Response(svg, media_type="image/svg+xml", headers={"Content-Security-Policy": "script-src 'none'"})
+
+    @app.post("/endpoints/{endpoint}/rollback")
+    async def rollback(endpoint: str, request: Request, model: str = Form(...), user=Depends(deployer)) -> Response:
+        """One ml_deploy run with action rollback, created through the REST API with the user's token,
+        so Airflow records who asked and applies its own checks again."""
+        import httpx
+
+        from airflow.configuration import conf
+
+        base = conf.get("api", "base_url", fallback=str(request.base_url)).rstrip("/")
+        body = {"logical_date": None, "conf": {"model": model, "endpoint": endpoint, "action": "rollback"},
+                "note": f"rollback asked from the models page by {user.get_name()}"}
+        async with httpx.AsyncClient(timeout=30) as http:
+            answer = await http.post(f"{base}/api/v2/dags/{DEPLOY_DAG}/dagRuns", json=body,
+                                     headers={"Authorization": f"Bearer {user_token(request)}"})
+        if answer.status_code >= 300:
+            raise HTTPException(answer.status_code, f"Airflow refused the {DEPLOY_DAG} run: {answer.text[:500]}")
+        run_id = answer.json()["dag_run_id"]
+        log.info("rollback of %s (%s) asked by %s: %s run %s", endpoint, model, user.get_name(), DEPLOY_DAG, run_id)
+        if "text/html" in request.headers.get("accept", ""):
+            return RedirectResponse(f"{PREFIX}/?rollback_run={quote(run_id, safe='')}", status_code=303)
+        return JSONResponse({"dag_id": DEPLOY_DAG, "dag_run_id": run_id})
+
+    @app.get("/api/summary")
+    def summary(user=Depends(reader)) -> dict:
+        client = data.registry_client()
+        return {
+            "models": [{"name": m.name, "aliases": m.aliases,
+                        "versions": [{"version": v.version, "aliases": v.aliases, "metrics": v.metrics,
+                                      "snapshot_digest": v.snapshot_digest, "trained_by": v.trained_by,
+                                      "source": v.source} for v in m.versions]} for m in data.models(client)],
+            "endpoints": [{"name": e.name, "serving": e.serving, "ledger": e.ledger} for e in data.endpoints()],
+        }
+
+    return app

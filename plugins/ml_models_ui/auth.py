@@ -1,0 +1,52 @@
+"""Plugin apps inherit no authentication in Airflow 3: every route here checks the Airflow user.
+
+The user comes from the same JWT the UI holds (the ``_token`` cookie, or a Bearer header), via
+Airflow's own ``get_user``; permissions from the configured auth manager. Reading the page
+needs read access to both ML DAGs; a rollback needs permission to create ``ml_deploy`` runs.
+"""
+
+from __future__ import annotations
+
+from fastapi import Depends, HTTPException, Request, status
+
+from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
+from airflow.api_fastapi.core_api.security import GetUserDep
+
+READ_DAGS = ("ml_training_pipeline", "ml_deploy")
+DEPLOY_DAG = "ml_deploy"
+
+
+def _allowed(user, method: str, dag_id: str) -> bool:
+    from airflow.api_fastapi.app import get_auth_manager
+
+    return get_auth_manager().is_authorized_dag(method=method, access_entity=DagAccessEntity.RUN,
+                                                details=DagDetails(id=dag_id), user=user)
+
+
+def reader(user: GetUserDep):
+    """Signed in, and may read the runs of both ML DAGs."""
+    denied = [d for d in READ_DAGS if not _allowed(user, "GET", d)]
+    if denied:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"user {user.get_name()!r} may not read DAG(s) {denied}")
+    return user
+
+
+def deployer(request: Request, user=Depends(reader)):
+    """May trigger ml_deploy; the form must come from this site (the cookie alone is not consent)."""
+    origin = request.headers.get("origin")
+    if origin and origin.rstrip("/") != f"{request.url.scheme}://{request.url.netloc}":
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"cross-site request from {origin} refused")
+    if not _allowed(user, "POST", DEPLOY_DAG):
+        raise HTTPException(status.HTTP_403_FORBIDDEN,
+                            f"user {user.get_name()!r} may not trigger {DEPLOY_DAG}, so may not roll back")
+    return user
+
+
+def user_token(request: Request) -> str:
+    """The caller's own token, to call the REST API as them."""
+    from airflow.api_fastapi.auth.managers.base_auth_manager import COOKIE_NAME_JWT_TOKEN
+
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:]
+    return request.cookies.get(COOKIE_NAME_JWT_TOKEN, "")

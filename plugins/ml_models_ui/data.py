@@ -1,0 +1,114 @@
+"""What the page shows, read from the two places that hold it: the MLflow registry (versions,
+aliases, metrics, lineage tags) and Airflow's metadata database (each endpoint's ledger: the
+asset events on ``endpoint.<name>``). Runs in the api-server, which may read the database."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+LEDGER_PREFIX = "endpoint."
+MAX_VERSIONS = 50
+
+
+@dataclass
+class Version:
+    version: str
+    source: str
+    created_ms: int
+    aliases: list[str]
+    metrics: dict[str, float]
+    lineage: dict[str, str]
+    snapshot_digest: str
+    estimator: str
+
+    @property
+    def trained_by(self) -> tuple[str, str] | None:
+        dag, run = self.lineage.get("dag_id"), self.lineage.get("run_id")
+        return (dag, run) if dag and run else None
+
+
+@dataclass
+class Model:
+    name: str
+    aliases: dict[str, str]
+    versions: list[Version] = field(default_factory=list)  # newest first
+
+
+@dataclass
+class Endpoint:
+    name: str
+    ledger: list[dict[str, Any]]  # newest first: the asset events' extras, with the event time
+
+    @property
+    def serving(self) -> dict[str, Any] | None:
+        """The last entry after which a version served (a deploy, or a rollback that restored one)."""
+        for entry in self.ledger:
+            if entry.get("outcome") in ("serving", "rolled_back") and entry.get("version"):
+                return entry
+        return None
+
+
+def registry_client(conn_id: str = "mlflow_default"):
+    """The registry client, from Airflow's connection as the api-server sees it (secrets backends,
+    environment, database), else MLFLOW_TRACKING_URI."""
+    from airflow.exceptions import AirflowNotFoundException
+    from airflow.models.connection import Connection
+
+    from operators.mlflow_tracking import target_from_connection
+
+    try:
+        conn = Connection.get_connection_from_secrets(conn_id)
+    except AirflowNotFoundException:
+        conn = None
+    return target_from_connection(conn, conn_id).client()
+
+
+def models(client) -> list[Model]:
+    out = []
+    for registered in client.search_registered_models(max_results=100):
+        model = Model(registered.name, dict(registered.aliases or {}))
+        found = client.search_model_versions(f"name = '{registered.name}'", max_results=MAX_VERSIONS,
+                                             order_by=["version_number DESC"])
+        for mv in found:
+            tags = dict(mv.tags or {})
+            metrics = dict(client.get_run(mv.run_id).data.metrics) if mv.run_id else {}
+            metrics = {k: v for k, v in metrics.items() if not k.startswith("eval_")}  # the gate's, not held-out
+            model.versions.append(Version(
+                version=str(mv.version), source=mv.source, created_ms=int(mv.creation_timestamp or 0),
+                aliases=sorted(a for a, v in model.aliases.items() if str(v) == str(mv.version)), metrics=metrics,
+                lineage={k.removeprefix("lineage."): v for k, v in tags.items() if k.startswith("lineage.")},
+                snapshot_digest=tags.get("snapshot_digest", ""), estimator=tags.get("estimator", "")))
+        out.append(model)
+    return out
+
+
+def endpoints() -> list[Endpoint]:
+    from sqlalchemy import select
+
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        assets = session.scalars(select(AssetModel).where(AssetModel.name.startswith(LEDGER_PREFIX))).all()
+        out = []
+        for asset in assets:
+            events = session.scalars(select(AssetEvent).where(AssetEvent.asset_id == asset.id)
+                                     .order_by(AssetEvent.timestamp.desc()).limit(200)).all()
+            ledger = [{**(e.extra or {}), "event_time": e.timestamp.isoformat(), "source_dag_id": e.source_dag_id,
+                       "source_run_id": e.source_run_id} for e in events if (e.extra or {}).get("outcome")]
+            out.append(Endpoint(asset.name.removeprefix(LEDGER_PREFIX), ledger))
+    return sorted(out, key=lambda e: e.name)
+
+
+def evaluation_picture(client, model: str, version: str) -> bytes:
+    """The evaluation picture of a version, read from its verified artifact."""
+    from ml import artifacts
+
+    source = client.get_model_version(model, version).source
+    manifest = artifacts.open_verified(source, kind="model")
+    name = manifest.extra.get("evaluation_picture")
+    if not name:
+        raise FileNotFoundError(f"{model} version {version} was trained without an evaluation picture")
+    with artifacts.open_file(manifest, manifest.file(name)) as f:
+        return f.read()

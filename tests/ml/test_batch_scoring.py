@@ -1,0 +1,94 @@
+"""Batch scoring: shards from footers, streamed scoring, one manifest over exactly the shards."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ml import artifacts, batch_scoring, model_io, train
+from ml.snapshots import arrow_schema_fields, feature_matrix
+from tests.helpers import breast_cancer_table, write_snapshot
+
+
+def snapshot_in_row_groups(uri: str, table: pa.Table, group_rows: int, files: int = 2) -> artifacts.Manifest:
+    writer = artifacts.ArtifactWriter(uri, "snapshot")
+    per_file = -(-table.num_rows // files)
+    for i in range(files):
+        with writer.open(f"part-{i:05d}.parquet") as f:
+            pq.write_table(table.slice(i * per_file, per_file), f, row_group_size=group_rows)
+    return writer.commit(schema=arrow_schema_fields(table.schema), row_count=table.num_rows, lineage={})
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scoring-model")
+    write_snapshot(str(root / "snap"), breast_cancer_table())
+    train.train(str(root / "snap"), str(root / "m"), train.parse_config(
+        {"estimator": "LogisticRegression", "target": "target", "params": {"max_iter": 500}}))
+    return str(root / "m")
+
+
+def test_shards_cover_every_row_group_once_and_respect_the_size(tmp_path):
+    table = breast_cancer_table()
+    snapshot_in_row_groups(str(tmp_path / "s"), table, group_rows=50)
+    shards = batch_scoring.plan_shards(str(tmp_path / "s"), rows_per_shard=120)
+    assert [s["shard"] for s in shards] == list(range(len(shards)))
+    assert sum(s["rows"] for s in shards) == table.num_rows
+    assert [s["rows"] for s in shards] == [120] * 4 + [table.num_rows - 480]
+    covered = sorted((path, group, row) for s in shards for path, group, start, stop in s["parts"]
+                     for row in range(start, stop))
+    assert len(covered) == len(set(covered)) == table.num_rows  # every row in exactly one shard
+    with pytest.raises(ValueError, match="rows_per_shard"):
+        batch_scoring.plan_shards(str(tmp_path / "s"), rows_per_shard=0)
+
+
+def test_scored_shards_commit_one_partition_with_the_models_predictions(tmp_path, model):
+    table = breast_cancer_table()
+    snapshot_in_row_groups(str(tmp_path / "s"), table, group_rows=64)
+    shards = batch_scoring.plan_shards(str(tmp_path / "s"), rows_per_shard=200)
+    write = tmp_path / "p" / "w-run1"
+    results = [batch_scoring.score_shard(model, "7", str(tmp_path / "s"), s, str(write), batch_rows=32)
+               for s in shards]
+    manifest = batch_scoring.commit_predictions(str(tmp_path / "p"), "run1", results, {"run_id": "r"}, {})
+    assert manifest.kind == "predictions" and manifest.row_count == table.num_rows
+    assert sorted(e.name for e in manifest.files) == [f"shard-{i:05d}.parquet" for i in range(len(shards))]
+    artifacts.verify(artifacts.read_manifest(str(tmp_path / "p")))
+    scored = pa.concat_tables(pq.read_table(artifacts.file_uri(manifest, e).removeprefix("file://"))
+                              for e in sorted(manifest.files, key=lambda e: e.path))
+    model_manifest, estimator = model_io.load_verified_model(model)
+    features = [c["name"] for c in model_manifest.schema]
+    assert scored.column("prediction").to_pylist() == estimator.predict(feature_matrix(table, features)).tolist()
+    assert set(scored.column("model_version").to_pylist()) == {"7"}
+    assert "target" in scored.column_names and "mean_radius" not in scored.column_names
+
+
+def test_a_retried_shard_replaces_its_file_and_leftovers_are_not_listed(tmp_path, model):
+    snapshot_in_row_groups(str(tmp_path / "s"), breast_cancer_table(), group_rows=100)
+    shards = batch_scoring.plan_shards(str(tmp_path / "s"), rows_per_shard=300)
+    write = tmp_path / "p" / "w-run1"
+    first = batch_scoring.score_shard(model, "1", str(tmp_path / "s"), shards[0], str(write))
+    again = batch_scoring.score_shard(model, "1", str(tmp_path / "s"), shards[0], str(write))
+    assert first["name"] == again["name"] and [p.name for p in write.iterdir()] == [first["name"]]
+    (write / "shard-00099.parquet").write_bytes(b"from an earlier try with more shards")
+    rest = [batch_scoring.score_shard(model, "1", str(tmp_path / "s"), s, str(write)) for s in shards[1:]]
+    manifest = batch_scoring.commit_predictions(str(tmp_path / "p"), "run1", [again, *rest], {}, {})
+    assert "shard-00099.parquet" not in {e.name for e in manifest.files}
+    assert not (write / "shard-00099.parquet").exists()
+    with pytest.raises(artifacts.ArtifactIncompleteError, match="shard-00005"):
+        batch_scoring.commit_predictions(str(tmp_path / "p"), "run1", [{"name": "shard-00005.parquet", "rows": 1}],
+                                         {}, {})
+    assert artifacts.read_manifest(str(tmp_path / "p")).digest == manifest.digest  # the failed commit changed nothing
+
+
+def test_a_modified_snapshot_file_is_refused_before_scoring(tmp_path, model):
+    snapshot_in_row_groups(str(tmp_path / "s"), breast_cancer_table(), group_rows=100, files=1)
+    shards = batch_scoring.plan_shards(str(tmp_path / "s"))
+    manifest = artifacts.read_manifest(str(tmp_path / "s"))
+    path = artifacts.file_uri(manifest, manifest.files[0]).removeprefix("file://")
+    with open(path, "r+b") as f:
+        f.seek(100)
+        f.write(b"\0\0\0\0")
+    with pytest.raises(artifacts.ArtifactCorruptError, match="does not match"):
+        batch_scoring.score_shard(model, "1", str(tmp_path / "s"), shards[0], str(tmp_path / "p" / "w-x"))
+    assert not (tmp_path / "p").exists() or not any((tmp_path / "p").rglob("*.parquet"))

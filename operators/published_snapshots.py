@@ -49,12 +49,14 @@ def take_published_snapshot(context: Context, asset_name: str | None, model_name
         manifest = artifacts.open_verified(uri, kind="snapshot")
     except artifacts.ArtifactError as exc:
         raise AirflowFailException(f"published snapshot {uri} cannot be used: {exc}") from None
+    if model_name and (version := _trained_version(model_name, manifest.digest, mlflow_conn_id)):
+        message = (f"published snapshot {uri} (digest {manifest.digest[:12]}) was already trained: {model_name} "
+                   f"version {version} records it; not training it twice")
+        log.info("%s", message)  # the skip's reason is not in the task log otherwise
+        raise AirflowSkipException(message)
     log.info("Run triggered by %d event(s) on %s; training on the newest published snapshot %s (%d rows, "
              "digest %s, published at %s by %s)", len(events), asset_name, uri, manifest.row_count or 0,
              manifest.digest[:12], newest.timestamp, newest.source_dag_id or "the REST API")
-    if model_name and (version := _trained_version(model_name, manifest.digest, mlflow_conn_id)):
-        raise AirflowSkipException(f"snapshot {manifest.digest[:12]} was already trained: {model_name} version "
-                                   f"{version} records it; not training it twice")
     return {"uri": uri, "partition": uri.rstrip("/").rsplit("/", 1)[-1], "digest": manifest.digest,
             "row_count": manifest.row_count, "schema": list(manifest.schema)}
 

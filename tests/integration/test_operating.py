@@ -231,7 +231,7 @@ def test_a_weeks_backfill_of_batch_scoring_gives_seven_partitions_and_a_rerun_re
     af, demo, client = airflow["af"], airflow["demo"], airflow["registry"]
     af.api("PATCH", "/api/v2/dags/ml_batch_scoring", {"is_paused": False})
     af.api("POST", "/api/v2/backfills", {"dag_id": "ml_batch_scoring", "from_date": "2026-01-02T04:00:00Z",
-                                         "to_date": "2026-01-08T04:00:00Z", "max_active_runs": 2,
+                                         "to_date": "2026-01-08T04:00:00Z", "max_active_runs": 1,
                                          "dag_run_conf": {"rows_per_shard": 30}, "reprocess_behavior": "none"})
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

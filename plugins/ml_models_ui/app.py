@@ -41,8 +41,7 @@ def create_app() -> FastAPI:
         models = "".join(render.model_section(m, PREFIX) for m in data.models(client)) or "<p>No registered model yet.</p>"
         endpoints = "".join(render.endpoint_section(e, PREFIX, can_roll_back) for e in data.endpoints()) \
             or "<p>No endpoint has a deploy yet.</p>"
-        return render.page("Models & endpoints", f"{note}<h2>Endpoints</h2>{endpoints}<h2>Registered models</h2>{models}",
-                           PREFIX)
+        return render.page("Models & endpoints", f"{note}<h2>Endpoints</h2>{endpoints}<h2>Registered models</h2>{models}")
 
     @app.get("/runs/{dag_id}/{run_id}", response_class=HTMLResponse)
     def run_tab(dag_id: str, run_id: str, user=Depends(reader)) -> str:
@@ -64,7 +63,7 @@ def create_app() -> FastAPI:
         if not body:
             body.append(f"<p>Run {escape(run_id)} of {escape(dag_id)} registered no model version and deployed nothing.</p>")
         body.append(f"<p><a href='{PREFIX}/'>All models and endpoints</a></p>")
-        return render.page(f"{dag_id} / {run_id}", "".join(body), PREFIX)
+        return render.page(f"{dag_id} / {run_id}", "".join(body))
 
     @app.get("/versions/{model}/{version}/evaluation.svg")
     def picture(model: str, version: str, user=Depends(reader)) -> Response:

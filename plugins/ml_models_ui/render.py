@@ -16,7 +16,7 @@ th{background:#f4f4f6}.alias{background:#e7f5ff;border-radius:4px;padding:1px 6p
 code{font-size:12px}details{margin:4px 0}button{padding:4px 12px}"""
 
 
-def page(title: str, body: str, prefix: str) -> str:
+def page(title: str, body: str) -> str:
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
             f"<style>{STYLE}</style></head><body><h2>{escape(title)}</h2>{body}</body></html>")
 

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-from mlflow.tracking import MlflowClient
 
-from demo.local_airflow import AirflowRest, LocalAirflow, free_port
+from demo.local_airflow import AirflowRest, LocalAirflow
 from ml import artifacts
+from tests.integration.airflow_stack import running_airflow
 
 MODEL = "op_classifier"
 ENDPOINT = "op-endpoint"
@@ -72,34 +72,12 @@ def slack():
 
 @pytest.fixture(scope="module")
 def airflow(make_database, tmp_path_factory, slack):
-    demo = tmp_path_factory.mktemp("operating")
-    metadata = make_database("mlp_op_meta").replace("postgresql://", "postgresql+psycopg2://")
-    source = make_database("mlp_op_source")
-    registry = make_database("mlp_op_mlflow").replace("postgresql://", "postgresql+psycopg2://")
-    from demo.seed_source import seed
-
-    with psycopg2.connect(source) as conn:
-        for _ in range(DAYS):
-            seed(conn, "%s", "TIMESTAMPTZ")
     webhook = f"http://127.0.0.1:{slack.server_address[1]}/services/T000/B000/secret"
-    local = LocalAirflow(demo, port=free_port(), metadata_uri=metadata, extra_env={
-        "AIRFLOW_CONN_ML_SOURCE": source.replace("postgresql://", "postgres://"),
-        "AIRFLOW_CONN_MLFLOW_DEFAULT": json.dumps({"conn_type": "generic", "extra": {"tracking_uri": registry}}),
-        "AIRFLOW_CONN_ML_SLACK": json.dumps({"conn_type": "slackwebhook", "password": webhook}),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer",
-        "ML_MODEL_NAME": MODEL,
-        "ML_ENDPOINT": ENDPOINT,
-        "ML_RETRY_DELAY_SECONDS": "1",
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",  # each test unpauses what it runs
-    })
-    local.start()
-    try:
-        yield {"af": local, "demo": demo, "source": source, "registry": MlflowClient(tracking_uri=registry)}
-    finally:
-        local.stop()
-        from operators.deploy_targets.local import LocalServerTarget
-
-        LocalServerTarget(ENDPOINT, state_dir=str(demo / "endpoints" / ENDPOINT)).stop()
+    with running_airflow(make_database, tmp_path_factory.mktemp("operating"), "mlp_op", days=DAYS, model=MODEL,
+                         endpoint=ENDPOINT, extra_env={
+                             "AIRFLOW_CONN_ML_SLACK": json.dumps({"conn_type": "slackwebhook", "password": webhook}),
+                             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer"}) as stack:
+        yield stack
 
 
 def run_ok(af: AirflowRest, dag_id: str, conf: dict, timeout: float = 300) -> str:

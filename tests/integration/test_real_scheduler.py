@@ -9,7 +9,6 @@ ones left): cron run -> REST run -> run without a logical date -> backfill -> cl
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -20,10 +19,10 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-from mlflow.tracking import MlflowClient
 
-from demo.local_airflow import LocalAirflow, free_port
+from demo.local_airflow import LocalAirflow
 from ml import artifacts
+from tests.integration.airflow_stack import running_airflow
 
 DAG = "ml_training_pipeline"
 MODEL = "rs_classifier"
@@ -33,31 +32,9 @@ DAYS = 5  # seeded days 0..4: 569 + 4 x 80 rows
 
 @pytest.fixture(scope="module")
 def airflow(make_database, tmp_path_factory):
-    demo = tmp_path_factory.mktemp("real-airflow")
-    metadata = make_database("mlp_af_meta").replace("postgresql://", "postgresql+psycopg2://")
-    source = make_database("mlp_af_source")
-    registry = make_database("mlp_af_mlflow").replace("postgresql://", "postgresql+psycopg2://")
-    from demo.seed_source import seed
-
-    with psycopg2.connect(source) as conn:
-        for _ in range(DAYS):
-            seed(conn, "%s", "TIMESTAMPTZ")
-    local = LocalAirflow(demo, port=free_port(), metadata_uri=metadata, extra_env={
-        "AIRFLOW_CONN_ML_SOURCE": source.replace("postgresql://", "postgres://"),
-        "AIRFLOW_CONN_MLFLOW_DEFAULT": json.dumps({"conn_type": "generic", "extra": {"tracking_uri": registry}}),
-        "ML_MODEL_NAME": MODEL,
-        "ML_ENDPOINT": ENDPOINT,
-        "ML_RETRY_DELAY_SECONDS": "1",
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",  # the test unpauses: it watches the cron run from its start
-    })
-    local.start()
-    try:
-        yield {"af": local, "demo": demo, "source": source, "registry": MlflowClient(tracking_uri=registry)}
-    finally:
-        local.stop()
-        from operators.deploy_targets.local import LocalServerTarget
-
-        LocalServerTarget(ENDPOINT, state_dir=str(demo / "endpoints" / ENDPOINT)).stop()
+    with running_airflow(make_database, tmp_path_factory.mktemp("real-airflow"), "mlp_af", days=DAYS, model=MODEL,
+                         endpoint=ENDPOINT) as stack:
+        yield stack
 
 
 def states_seen(af: LocalAirflow, run_id: str, timeout: float = 300) -> tuple[str, dict[str, set]]:

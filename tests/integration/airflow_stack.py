@@ -1,0 +1,47 @@
+"""One real Airflow for an integration test module: PostgreSQL databases for its metadata, the
+seeded source and the MLflow registry, started by the launcher `make airflow` uses, and the demo
+endpoint stopped with it. Each module names its own databases so modules never share state."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg2
+from mlflow.tracking import MlflowClient
+
+from demo.local_airflow import LocalAirflow, free_port
+
+
+@contextlib.contextmanager
+def running_airflow(make_database, demo: Path, prefix: str, *, days: int, model: str, endpoint: str,
+                    extra_env: dict[str, str] | None = None) -> Iterator[dict]:
+    """Yields ``{"af", "demo", "source", "registry"}``; DAGs are paused at creation, so each test
+    unpauses what it runs and watches it from its start."""
+    metadata = make_database(f"{prefix}_meta").replace("postgresql://", "postgresql+psycopg2://")
+    source = make_database(f"{prefix}_source")
+    registry = make_database(f"{prefix}_mlflow").replace("postgresql://", "postgresql+psycopg2://")
+    from demo.seed_source import seed
+
+    with psycopg2.connect(source) as conn:
+        for _ in range(days):
+            seed(conn, "%s", "TIMESTAMPTZ")
+    local = LocalAirflow(demo, port=free_port(), metadata_uri=metadata, extra_env={
+        "AIRFLOW_CONN_ML_SOURCE": source.replace("postgresql://", "postgres://"),
+        "AIRFLOW_CONN_MLFLOW_DEFAULT": json.dumps({"conn_type": "generic", "extra": {"tracking_uri": registry}}),
+        "ML_MODEL_NAME": model,
+        "ML_ENDPOINT": endpoint,
+        "ML_RETRY_DELAY_SECONDS": "1",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+        **(extra_env or {}),
+    })
+    local.start()
+    try:
+        yield {"af": local, "demo": demo, "source": source, "registry": MlflowClient(tracking_uri=registry)}
+    finally:
+        local.stop()
+        from operators.deploy_targets.local import LocalServerTarget
+
+        LocalServerTarget(endpoint, state_dir=str(demo / "endpoints" / endpoint)).stop()

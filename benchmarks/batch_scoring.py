@@ -2,7 +2,7 @@
 joblib loop, the same model, the same rows, the same machine, in one run.
 
 Generates a snapshot artifact (default 5,000,000 rows: the breast-cancer features re-sampled
-with noise, row groups of 250,000) and trains the demo's model on the bundled data. Then, each
+with noise, a file per million rows as the extract writes, row groups of 250,000) and trains the demo's model on the bundled data. Then, each
 in fresh processes:
 
 * ``ml.batch_scoring``: ``plan_shards`` and one process per shard, two at a time (the DAG's
@@ -58,7 +58,9 @@ print(json.dumps({"rows": len(frame), "rss_mb": max(own, children)}))
 """
 
 
-def make_snapshot(uri: str, rows: int, group_rows: int = 250_000) -> None:
+def make_snapshot(uri: str, rows: int, group_rows: int = 250_000, file_rows: int = 1_000_000) -> None:
+    """The breast-cancer features re-sampled with noise, laid out as the extract writes them:
+    a Parquet file per ``file_rows`` rows."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -72,19 +74,20 @@ def make_snapshot(uri: str, rows: int, group_rows: int = 250_000) -> None:
     rng = np.random.default_rng(0)
     writer = artifacts.ArtifactWriter(uri, "snapshot")
     schema = None
-    with writer.open("part-00000.parquet") as f:
-        pw = None
-        for start in range(0, rows, group_rows):
-            n = min(group_rows, rows - start)
-            idx = rng.integers(0, len(data.target), n)
-            X = data.data[idx] * (1 + rng.normal(0, 0.02, size=(n, len(names))))
-            table = pa.table({"id": pa.array(np.arange(start, start + n)), **{c: X[:, i] for i, c in enumerate(names)},
-                              "target": data.target[idx]})
-            if pw is None:
-                schema = table.schema
-                pw = pq.ParquetWriter(f, schema)
-            pw.write_table(table, row_group_size=group_rows)
-        pw.close()
+    for part, first in enumerate(range(0, rows, file_rows)):
+        with writer.open(f"part-{part:05d}.parquet") as f:
+            pw = None
+            for start in range(first, min(rows, first + file_rows), group_rows):
+                n = min(group_rows, rows - start, first + file_rows - start)
+                idx = rng.integers(0, len(data.target), n)
+                X = data.data[idx] * (1 + rng.normal(0, 0.02, size=(n, len(names))))
+                table = pa.table({"id": pa.array(np.arange(start, start + n)),
+                                  **{c: X[:, i] for i, c in enumerate(names)}, "target": data.target[idx]})
+                if pw is None:
+                    schema = table.schema
+                    pw = pq.ParquetWriter(f, schema)
+                pw.write_table(table, row_group_size=group_rows)
+            pw.close()
     writer.commit(schema=arrow_schema_fields(schema), row_count=rows, lineage={"benchmark": True})
 
 

@@ -15,10 +15,11 @@ import pendulum
 from airflow.sdk import DAG, AssetAlias, CronDataIntervalTimetable, Param
 
 from operators.alerts import task_failure_alert
+from operators.artifact_root import artifact_root
 from operators.batch_scoring import CommitPredictionsOperator, PlanScoringOperator, ScoreShardOperator
 from operators.sql_to_parquet import extract_operator
 
-ARTIFACT_ROOT = os.environ.get("ML_ARTIFACT_ROOT", f"file://{os.environ.get('AIRFLOW_HOME', '/tmp')}/ml-artifacts")
+ARTIFACT_ROOT = artifact_root()
 SOURCE_CONN_ID = os.environ.get("ML_SOURCE_CONN_ID", "ml_source")
 MODEL_NAME = os.environ.get("ML_MODEL_NAME", "demo_classifier")
 SCHEDULE = os.environ.get("ML_SCORING_SCHEDULE", "0 4 * * *")

@@ -20,6 +20,7 @@ from airflow.sdk import DAG, AssetAlias, AssetOrTimeSchedule, CronDataIntervalTi
 
 from ml.training_config import ESTIMATORS
 from operators.alerts import task_failure_alert
+from operators.artifact_root import artifact_root
 from operators.artifact_sensor import ArtifactSensor
 from operators.deploy_steps import ENDPOINT, deploy_steps
 from operators.evaluate_model import DIRECTIONS, EvaluateModelOperator
@@ -29,7 +30,7 @@ from operators.register_model import RegisterModelOperator
 from operators.sql_to_parquet import extract_operator
 from operators.train_model import training_operator
 
-ARTIFACT_ROOT = os.environ.get("ML_ARTIFACT_ROOT", f"file://{os.environ.get('AIRFLOW_HOME', '/tmp')}/ml-artifacts")
+ARTIFACT_ROOT = artifact_root()
 SOURCE_CONN_ID = os.environ.get("ML_SOURCE_CONN_ID", "ml_source")
 MODEL_NAME = os.environ.get("ML_MODEL_NAME", "demo_classifier")
 SCHEDULE = os.environ.get("ML_PIPELINE_SCHEDULE", "0 3 * * *")

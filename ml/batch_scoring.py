@@ -23,9 +23,11 @@ MODEL_VERSION = "model_version"
 
 
 def plan_shards(snapshot_uri: str, rows_per_shard: int = 1_000_000) -> list[dict[str, Any]]:
-    """Shards of the verified snapshot, each ``rows_per_shard`` rows (the last fewer):
+    """Shards of the verified snapshot, each at most ``rows_per_shard`` rows:
     ``[{"shard": i, "parts": [[file, row group, start, stop]], "rows": n}]``. A row group may
-    be cut between shards; nothing but the footers is read."""
+    be cut between shards; nothing but the footers is read. A shard never spans two files, so
+    each file is verified (hashed) by as few shards as possible: by one, when a file holds no
+    more than ``rows_per_shard`` rows (the extract writes a file per million rows)."""
     import pyarrow.parquet as pq
 
     if rows_per_shard < 1:
@@ -46,8 +48,9 @@ def plan_shards(snapshot_uri: str, rows_per_shard: int = 1_000_000) -> list[dict
                 if current["rows"] == rows_per_shard:
                     shards.append(current)
                     current = {"parts": [], "rows": 0}
-    if current["rows"]:
-        shards.append(current)
+        if current["rows"]:
+            shards.append(current)
+            current = {"parts": [], "rows": 0}
     for number, shard in enumerate(shards):
         shard["shard"] = number
     return shards

@@ -29,6 +29,7 @@ def _env(name: str, default):
 
 def parse_args(argv: list[str] | None = None):
     from ml.serving.app import ServeConfig
+    from ml.serving.artifact_roots import parse_roots
 
     d = ServeConfig()
     p = argparse.ArgumentParser(prog="python -m ml.serve", description=__doc__.splitlines()[0])
@@ -52,6 +53,10 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--max-rows", type=int, default=_env("MAX_ROWS", d.max_rows))
     p.add_argument("--predict-timeout", type=float, default=_env("PREDICT_TIMEOUT", d.predict_timeout_s))
     p.add_argument("--poll-seconds", type=float, default=_env("POLL_SECONDS", d.poll_seconds))
+    p.add_argument("--artifact-root", action="append", dest="artifact_roots",
+                   default=list(parse_roots(_env("ARTIFACT_ROOTS", None))),
+                   help="folder (URI) /admin/model may load models from; repeat for several "
+                        "(ML_SERVE_ARTIFACT_ROOTS, comma-separated). Without one, /admin/model loads by URI nothing")
     p.add_argument("--no-access-log", action="store_true", default=not _env("ACCESS_LOG", True))
     p.add_argument("--allow-empty", action="store_true", default=_env("ALLOW_EMPTY", False),
                    help="start with no model: /ping answers 503 until one is deployed through /admin/model")
@@ -61,13 +66,16 @@ def parse_args(argv: list[str] | None = None):
                 "or --allow-empty to wait for a deploy through /admin/model")
     if args.allow_empty and not os.environ.get("ML_SERVE_ADMIN_TOKEN"):
         p.error("--allow-empty needs ML_SERVE_ADMIN_TOKEN: without the admin endpoint no model could ever arrive")
+    if args.allow_empty and not args.artifact_roots:
+        p.error("--allow-empty needs --artifact-root (or ML_SERVE_ARTIFACT_ROOTS): the admin endpoint loads models "
+                "only from inside the artifact roots")
     config = ServeConfig(
         model_uri=args.model, model_version=args.model_version, registry_model=args.registry_model,
         alias=args.alias, tracking_uri=args.tracking_uri, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
         predict_threads=args.predict_threads,
         max_body_bytes=args.max_body_bytes, max_rows=args.max_rows, predict_timeout_s=args.predict_timeout,
         poll_seconds=args.poll_seconds, admin_token=os.environ.get("ML_SERVE_ADMIN_TOKEN") or None,
-        access_log=not args.no_access_log,
+        access_log=not args.no_access_log, artifact_roots=tuple(args.artifact_roots),
         health_route=os.environ.get("AIP_HEALTH_ROUTE") or None, predict_route=os.environ.get("AIP_PREDICT_ROUTE") or None,
     )
     return args, config

@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from ml.serving.artifact_roots import OutsideArtifactRoots, check_inside
 from ml.serving.batcher import MicroBatcher
 from ml.serving.inputs import InputError, parse_body
 from ml.serving.metrics import ServerMetrics
@@ -46,6 +47,8 @@ class ServeConfig:
     # AIP_PREDICT_ROUTE (see ml/serve.py), whatever the platform chose
     health_route: str | None = None
     predict_route: str | None = None
+    # /admin/model loads models only inside these (ml/serving/artifact_roots.py)
+    artifact_roots: tuple[str, ...] = ()
 
 
 class _AccessLog:
@@ -232,7 +235,11 @@ class ModelServer:
                 mv = await asyncio.get_running_loop().run_in_executor(
                     None, lambda: self._registry().get_model_version(name, version))
                 uri = mv.source
+            check_inside(uri, self.config.artifact_roots)
             result = await self.swap(uri, str(request["version"]) if request.get("version") else None)
+        except OutsideArtifactRoots as exc:
+            serving = self.current.version if self.current else None
+            return 403, orjson.dumps({"error": f"model refused: {exc}", "model_version": serving}), b"application/json"
         except Exception as exc:
             serving = self.current.version if self.current else None
             return 422, orjson.dumps({"error": f"model refused: {exc}", "model_version": serving}), b"application/json"

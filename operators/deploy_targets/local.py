@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from operators.artifact_root import artifact_root
 from operators.deploy_targets.base import DeployRefusedError, DeployStatus, DeployTarget, Served
 from operators.endpoint_client import EndpointError, invoke, ping, swap
 
@@ -177,6 +178,9 @@ class LocalServerTarget(DeployTarget):
         log = open(self.dir / "server.log", "ab")
         env = {k: os.environ[k] for k in SERVER_ENV if k in os.environ}
         env["ML_SERVE_ADMIN_TOKEN"] = self._token()
+        # hot swaps load only models under the pipelines' artifact root (and any roots the worker adds)
+        env["ML_SERVE_ARTIFACT_ROOTS"] = ",".join(r for r in (artifact_root(), os.environ.get("ML_SERVE_ARTIFACT_ROOTS"))
+                                                  if r)
         project_root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (project_root, os.environ.get("PYTHONPATH")) if p)
         proc = subprocess.Popen(

@@ -26,6 +26,7 @@ def registry(tmp_path_factory):
     root = tmp_path_factory.mktemp("deploy")
     uri = f"sqlite:///{root}/mlflow.db"
     mp = pytest.MonkeyPatch()
+    mp.setenv("ML_ARTIFACT_ROOT", f"file://{root}")  # where the managed server may hot-swap from
     mp.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps({"conn_type": "generic", "extra": {"tracking_uri": uri}}))
     table = breast_cancer_table()
     write_snapshot(str(root / "snap"), table)

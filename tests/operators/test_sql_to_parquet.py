@@ -136,6 +136,18 @@ def test_sqlite_generic_path_streams_batches_and_settles_late_types(sqlite_sourc
     assert pc.sum(table.column("id")).as_py() == sum(range(100))
 
 
+def test_a_new_part_file_every_rows_per_file_rows_and_readers_see_them_all(sqlite_source, tmp_path, make_context):
+    op = SqlToParquetOperator(task_id="extract", conn_id="lite_source", sql=WINDOW_SQL, snapshot_root=str(tmp_path),
+                              batch_rows=10, rows_per_file=30)
+    result = run(op, make_context())
+    manifest, table = read_snapshot(result["uri"])
+    assert sorted(e.name for e in manifest.files) == [f"part-{i:05d}.parquet" for i in range(4)]  # 30+30+30+10
+    assert table.column("id").to_pylist() == list(range(100))  # in order, each row once
+    with pytest.raises(ValueError, match="rows_per_file"):
+        SqlToParquetOperator(task_id="x", conn_id="lite_source", sql="SELECT 1", snapshot_root=str(tmp_path),
+                             rows_per_file=0)
+
+
 def test_asset_event_carries_uri_digest_and_row_count(sqlite_source, tmp_path, make_context):
     asset = Asset(name="events.snapshots", uri=f"file://{tmp_path}")
     op = SqlToParquetOperator(task_id="extract", conn_id="lite_source", sql=WINDOW_SQL, snapshot_root=str(tmp_path),

@@ -22,6 +22,7 @@ def trained_models(tmp_path_factory):
                                      "params": {"max_iter": 30}, "seed": seed})
         train.train(str(root / "snap"), str(root / f"v{version}"), config)
         models[version] = str(root / f"v{version}")
+    models["root"] = str(root)
     models["features"] = [n for n in table.column_names if n != "target"]
     models["rows"] = [[v if v is not None else None for v in row.values()]
                       for row in table.drop(["target"]).slice(0, 5).to_pylist()]

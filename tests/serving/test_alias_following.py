@@ -17,7 +17,7 @@ def test_server_follows_the_alias_and_swaps_by_version(trained_models, tmp_path)
         client.create_model_version("served", source=trained_models[version])
     client.set_registered_model_alias("served", "production", "1")
     with ServerProcess("--registry-model", "served", "--alias", "production", "--tracking-uri", uri,
-                       "--poll-seconds", "0.3", env={"ML_SERVE_ADMIN_TOKEN": "t"}) as server:
+                       "--poll-seconds", "0.3", "--artifact-root", trained_models["root"], env={"ML_SERVE_ADMIN_TOKEN": "t"}) as server:
         assert request(server.url + "/ping")[1]["model_version"] == "1"
         client.set_registered_model_alias("served", "production", "2")
         deadline = time.monotonic() + 30

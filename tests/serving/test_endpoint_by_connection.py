@@ -18,7 +18,8 @@ TOKEN = "s3cret-admin-token"
 
 
 def test_an_empty_server_gets_models_through_the_connection_target(trained_models, monkeypatch, tmp_path):
-    with ServerProcess("--allow-empty", env={"ML_SERVE_ADMIN_TOKEN": TOKEN}, ready="/openapi.json") as srv:
+    with ServerProcess("--allow-empty", env={"ML_SERVE_ADMIN_TOKEN": TOKEN, "ML_SERVE_ARTIFACT_ROOTS": trained_models["root"]},
+                       ready="/openapi.json") as srv:
         assert ping(srv.url) is None  # 503 until a deploy
         monkeypatch.setenv("AIRFLOW_CONN_ML_ENDPOINT_IT", json.dumps(
             {"conn_type": "http", "host": "127.0.0.1", "port": srv.port, "password": TOKEN}))
@@ -36,7 +37,8 @@ def test_an_empty_server_gets_models_through_the_connection_target(trained_model
         target.stop()  # a server reached by URL is not ours to stop
         assert ping(srv.url)["model_version"] == "2"
 
-    with ServerProcess("--allow-empty", env={"ML_SERVE_ADMIN_TOKEN": TOKEN}, ready="/openapi.json") as srv:
+    with ServerProcess("--allow-empty", env={"ML_SERVE_ADMIN_TOKEN": TOKEN, "ML_SERVE_ARTIFACT_ROOTS": trained_models["root"]},
+                       ready="/openapi.json") as srv:
         monkeypatch.setenv("AIRFLOW_CONN_ML_ENDPOINT_IT", json.dumps(
             {"conn_type": "http", "host": "127.0.0.1", "port": srv.port, "password": "wrong"}))
         target = get_target("local", "it", "ml_endpoint_it", {"state_dir": str(tmp_path / "state")})
@@ -48,3 +50,7 @@ def test_allow_empty_without_an_admin_token_is_refused_with_the_reason():
     proc = subprocess.run([sys.executable, "-m", "ml.serve", "--allow-empty", "--port", "1"], cwd=REPO,
                           capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
     assert proc.returncode == 2 and "needs ML_SERVE_ADMIN_TOKEN" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "ml.serve", "--allow-empty", "--port", "1"], cwd=REPO,
+                          capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin", "ML_SERVE_ADMIN_TOKEN": TOKEN})
+    assert proc.returncode == 2 and "needs --artifact-root" in proc.stderr

@@ -19,9 +19,15 @@ TOKEN = "test-admin-token"
 
 
 @pytest.fixture(scope="module")
-def server(trained_models):
+def uploads(tmp_path_factory):
+    return tmp_path_factory.mktemp("admin-uploads")
+
+
+@pytest.fixture(scope="module")
+def server(trained_models, uploads):
     with ServerProcess("--model", trained_models["1"], "--model-version", "1", "--max-body-bytes", "65536",
-                       "--max-rows", "100", env={"ML_SERVE_ADMIN_TOKEN": TOKEN}) as srv:
+                       "--max-rows", "100", "--artifact-root", trained_models["root"],
+                       env={"ML_SERVE_ADMIN_TOKEN": TOKEN, "ML_SERVE_ARTIFACT_ROOTS": f"file://{uploads}"}) as srv:
         yield srv
 
 
@@ -129,12 +135,12 @@ def test_openapi_document_describes_the_routes(server):
     assert status == 200 and {"/ping", "/invocations", "/metrics"} <= set(doc["paths"])
 
 
-def test_admin_needs_the_token_and_refuses_tampered_models(server, trained_models, tmp_path):
+def test_admin_needs_the_token_and_refuses_tampered_models(server, trained_models, uploads):
     url = server.url + "/admin/model"
     assert post_json(url, {"uri": trained_models["2"], "version": "2"})[0] == 401
     assert post_json(url, {"uri": trained_models["2"]}, headers={"Authorization": "Bearer wrong"})[0] == 401
     auth = {"Authorization": f"Bearer {TOKEN}"}
-    tampered = tmp_path / "v3-tampered"
+    tampered = uploads / "v3-tampered"
     shutil.copytree(trained_models["3"], tampered)
     entry = artifacts.read_manifest(str(tampered)).file("model.skops")
     (tampered / entry.path).write_bytes(b"evil")
@@ -146,6 +152,24 @@ def test_admin_needs_the_token_and_refuses_tampered_models(server, trained_model
     assert post_json(server.url + "/invocations", {"instances": rows(trained_models, 1)})[1]["model_version"] == "2"
     status, body = post_json(url, {"uri": trained_models["1"], "version": "1"}, headers=auth)
     assert status == 200 and body["previous_version"] == "2"
+
+
+def test_admin_loads_models_only_inside_the_artifact_roots(server, trained_models, uploads, tmp_path):
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    serving = request(server.url + "/ping")[1]["model_version"]
+    outside = tmp_path / "v2-copy"  # a whole, valid model: refused for where it is, not for what it is
+    shutil.copytree(trained_models["2"], outside)
+    sneaky = f"{uploads}/../{outside.parent.name}/{outside.name}"  # .. is resolved before the comparison
+    (uploads / "link").symlink_to(outside)  # and so are symlinks
+    for uri in (str(outside), f"file://{outside}", sneaky, str(uploads / "link"), "s3://elsewhere/models/v2"):
+        status, body = post_json(server.url + "/admin/model", {"uri": uri, "version": "9"}, headers=auth)
+        assert status == 403 and "outside this server's artifact roots" in body["error"], (uri, body)
+        assert body["model_version"] == serving
+    assert request(server.url + "/ping")[1]["model_version"] == serving
+    inside = uploads / "v2-inside"
+    shutil.copytree(trained_models["2"], inside)
+    status, body = post_json(server.url + "/admin/model", {"uri": f"file://{inside}", "version": "2i"}, headers=auth)
+    assert status == 200 and body["model_version"] == "2i"
 
 
 def test_admin_is_disabled_without_a_token(trained_models):

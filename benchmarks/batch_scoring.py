@@ -31,8 +31,8 @@ REPO = Path(__file__).resolve().parent.parent
 SHARD = r"""
 import json, resource, sys, time
 from ml.batch_scoring import score_shard
-model, snapshot, shard, out = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
-result = score_shard(model, "1", snapshot, shard, out)
+model, snapshot, shard, out, parallel = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4], sys.argv[5]
+result = score_shard(model, "1", snapshot, shard, out, concurrent_shards=int(parallel))
 print(json.dumps({**result, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 PANDAS = r"""
@@ -108,7 +108,8 @@ def ours(model: str, snapshot: str, out: Path, parallel: int = 2) -> dict:
     shards = plan_shards(snapshot, rows_per_shard=1_000_000)
     results, running = [], []
     for shard in shards:
-        running.append(subprocess.Popen([sys.executable, "-c", SHARD, model, snapshot, json.dumps(shard), str(out)],
+        running.append(subprocess.Popen([sys.executable, "-c", SHARD, model, snapshot, json.dumps(shard), str(out),
+                                         str(parallel)],
                                         stdout=subprocess.PIPE, text=True, cwd=REPO))
         while len(running) >= parallel or (shard is shards[-1] and running):
             proc = running.pop(0)

@@ -85,7 +85,9 @@ class ScoreShardOperator(BaseOperator):
         shard = {**self.shard, "shard": context["ti"].map_index}
         self.log.info("Shard %d: %d rows from %d file(s) -> %s", shard["shard"], shard["rows"], len(shard["parts"]),
                       write_uri)
-        return score_shard(self.model["uri"], self.model["version"], self.snapshot_uri, shard, write_uri)
+        # shards of this run share the worker's cores (at most max_active_tis_per_dagrun at once)
+        return score_shard(self.model["uri"], self.model["version"], self.snapshot_uri, shard, write_uri,
+                           concurrent_shards=self.max_active_tis_per_dagrun or 1)
 
 
 class CommitPredictionsOperator(BaseOperator):

@@ -10,8 +10,8 @@ client of a long-lived process such as the api-server, would inherit them).
 
 from __future__ import annotations
 
-import os
 import copy
+import os
 import threading
 from dataclasses import dataclass, field
 

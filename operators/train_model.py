@@ -13,7 +13,6 @@ import sys
 import tempfile
 from collections import deque
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
@@ -88,15 +87,14 @@ class TrainModelOperator(TrainerCommand, BaseOperator):
 
     def _run(self, cmd: list[str]) -> None:
         """Run the trainer with this interpreter, streaming its output into the task log."""
-        project_root = str(Path(__file__).resolve().parent.parent)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (project_root, env.get("PYTHONPATH")) if p)
+        from operators.child_env import child_environment
+
+        env = child_environment()  # no Airflow connections, no registry credentials
         tail: deque[str] = deque(maxlen=20)
         with subprocess.Popen(
             [sys.executable, *cmd[1:]], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
             preexec_fn=_die_with_parent,
         ) as proc:
-            assert proc.stdout is not None
             for line in proc.stdout:
                 line = line.rstrip("\n")
                 tail.append(line)

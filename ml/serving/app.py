@@ -194,7 +194,8 @@ class ModelServer:
             if self._openapi is None:
                 schema = self.current.schema if self.current else None
                 self._openapi = orjson.dumps(openapi_document(schema.names if schema else [],
-                                                              schema.missing_ok if schema else []))
+                                                              schema.missing_ok if schema else [],
+                                                              self.config.max_rows))
             return 200, self._openapi, b"application/json"
         if path == "/admin/model":
             return await self._admin(headers, receive)

@@ -1,11 +1,14 @@
 """Turn a request body into a feature matrix, or a 4xx naming what is wrong.
 
-Accepted bodies (application/json): ``{"instances": [[...], ...]}`` or records
-``{"instances": [{"feature": value, ...}]}``; ``{"inputs": [[...]]}`` or columns
-``{"inputs": {"feature": [values]}}``; a top-level list of rows or records; MLflow's
-``{"dataframe_records": [...]}`` and ``{"dataframe_split": {"columns": [...], "data": [...]}}``.
-text/csv: one row per line, optionally a header of feature names. ``null`` (or an empty CSV
-cell) is a missing value, accepted only for features that had missing values in training.
+``JSON_FORMATS`` is the one definition of the JSON bodies: the parser dispatches on it, its
+error messages list it, and ``ml/serving/openapi.py`` builds the request schemas from it, so
+what the document promises and what the server accepts cannot drift apart:
+``{"instances": rows or records}``; ``{"inputs": rows, records or columns}``; a top-level list
+of rows or records; MLflow's ``{"dataframe_records": records}`` and
+``{"dataframe_split": {"columns": [...], "data": rows}}``. A row is a list of the features'
+values in order, a record an object keyed by feature name, columns an object of equally long
+lists. text/csv: one row per line, optionally a header of feature names. ``null`` (or an empty
+CSV cell) is a missing value, accepted only for features that had missing values in training.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -37,6 +41,28 @@ class FeatureSchema:
         return len(self.names)
 
 
+@dataclass(frozen=True)
+class JsonFormat:
+    """A JSON body: ``{key: value}`` (``key`` None: the body is the value), where the value may
+    take any of ``shapes`` ("rows": a list of rows and/or records, "records": a list of
+    records, "columns": an object of lists, "split": ``{"columns", "data"}``)."""
+
+    key: str | None
+    shapes: tuple[str, ...]
+    summary: str
+
+
+JSON_FORMATS = (
+    JsonFormat("instances", ("rows",), "rows (lists in feature order) or records (objects by feature name)"),
+    JsonFormat("inputs", ("rows", "columns"), "rows, records, or columns (feature name -> list of values)"),
+    JsonFormat("dataframe_records", ("records",), "MLflow's records: objects keyed by feature name"),
+    JsonFormat("dataframe_split", ("split",), 'MLflow\'s split: {"columns": feature names in order, "data": rows}'),
+    JsonFormat(None, ("rows",), "a bare list of rows or records"),
+)
+_BY_KEY = {f.key: f for f in JSON_FORMATS if f.key}
+_KEYS_TEXT = ", ".join(f'"{k}"' for k in _BY_KEY)
+
+
 def _number(value: Any, row: int, col: int, schema: FeatureSchema) -> float:
     if type(value) is float or type(value) is int:  # bool is deliberately not a number here
         if not math.isfinite(value):
@@ -58,18 +84,21 @@ def _missing(row: int, col: int, schema: FeatureSchema) -> float:
     return math.nan
 
 
-def _rows(rows: list, schema: FeatureSchema) -> np.ndarray:
+def _rows(rows: list, schema: FeatureSchema, lists: bool = True, records: bool = True) -> np.ndarray:
+    """Rows (``lists``) and/or records (``records``), as the body's format allows."""
     out = np.empty((len(rows), schema.width), dtype=np.float64)
     for r, row in enumerate(rows):
-        if isinstance(row, dict):
+        if isinstance(row, dict) and records:
             out[r] = _record(row, r, schema)
-        elif isinstance(row, list):
+        elif isinstance(row, list) and lists:
             if len(row) != schema.width:
                 raise InputError(f"row {r} has {len(row)} values; the model expects {schema.width} features "
                                  f"in this order: {schema.names}")
             out[r] = [_number(v, r, c, schema) for c, v in enumerate(row)]
         else:
-            raise InputError(f"row {r} must be a list of {schema.width} numbers or an object keyed by feature name")
+            shapes = [s for s, ok in ((f"a list of {schema.width} numbers", lists),
+                                      ("an object keyed by feature name", records)) if ok]
+            raise InputError(f"row {r} must be " + " or ".join(shapes))
     return out
 
 
@@ -106,29 +135,27 @@ def parse_json(body: bytes, schema: FeatureSchema) -> np.ndarray:
     except orjson.JSONDecodeError as exc:
         raise InputError(f"body is not valid JSON: {exc}") from None
     if isinstance(doc, list):
-        rows = doc
-    elif isinstance(doc, dict):
-        keys = [k for k in ("instances", "inputs", "dataframe_records", "dataframe_split") if k in doc]
-        if len(keys) != 1 or len(doc) != 1:
-            raise InputError('JSON body must be an object with exactly one of "instances", "inputs", '
-                             '"dataframe_records", "dataframe_split" (or a list of rows)')
-        value = doc[keys[0]]
-        if keys[0] == "inputs" and isinstance(value, dict):
-            return _checked(_columns(value, schema))
-        if keys[0] == "dataframe_split":
-            if not isinstance(value, dict) or not isinstance(value.get("columns"), list) \
-                    or not isinstance(value.get("data"), list):
-                raise InputError('"dataframe_split" needs "columns" (names) and "data" (rows)')
-            if value["columns"] != schema.names:
-                raise InputError(f"dataframe_split columns must be exactly {schema.names}")
-            rows = value["data"]
-        else:
-            rows = value
-    else:
-        raise InputError("JSON body must be an object or a list of rows")
-    if not isinstance(rows, list):
-        raise InputError("rows must be a JSON list")
-    return _checked(_rows(rows, schema))
+        return _checked(_rows(doc, schema))
+    if not isinstance(doc, dict):
+        raise InputError(f"JSON body must be an object with one of {_KEYS_TEXT}, or a list of rows")
+    keys = [k for k in doc if k in _BY_KEY]
+    if len(keys) != 1 or len(doc) != 1:
+        raise InputError(f"JSON body must be an object with exactly one of {_KEYS_TEXT} (or a list of rows); "
+                         f"got keys {sorted(doc)}")
+    fmt, value = _BY_KEY[keys[0]], doc[keys[0]]
+    if "split" in fmt.shapes:
+        if not isinstance(value, dict) or set(value) - {"index"} != {"columns", "data"} \
+                or not isinstance(value["data"], list):
+            raise InputError(f'"{fmt.key}" needs "columns" (feature names) and "data" (a list of rows), '
+                             f'and at most "index" besides')
+        if value["columns"] != schema.names:
+            raise InputError(f"{fmt.key} columns must be exactly {schema.names}")
+        return _checked(_rows(value["data"], schema, records=False))
+    if isinstance(value, dict) and "columns" in fmt.shapes:
+        return _checked(_columns(value, schema))
+    if not isinstance(value, list):
+        raise InputError(f'"{fmt.key}" must be {fmt.summary}')
+    return _checked(_rows(value, schema, lists="rows" in fmt.shapes))
 
 
 def parse_csv(body: bytes, schema: FeatureSchema) -> np.ndarray:

@@ -1,25 +1,71 @@
-"""The server's OpenAPI document (used by clients and by the schemathesis run in the tests)."""
+"""The server's OpenAPI document (used by clients and by the schemathesis run in the tests).
+
+The request schemas are built from ``ml.serving.inputs.JSON_FORMATS``, the table the parser
+dispatches on, and from the loaded model's features, so the document describes exactly what
+``/invocations`` accepts (the row limit included)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from ml.serving.inputs import JSON_FORMATS
+
 _ERROR = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
 
 
-def openapi_document(feature_names: list[str], missing_ok: list[bool] | None = None) -> dict[str, Any]:
-    """Rows as positional arrays or records; ``null`` only where the model accepts a missing value."""
-    missing_ok = missing_ok or [False] * len(feature_names)
+def _shapes(feature_names: list[str], missing_ok: list[bool], max_rows: int) -> dict[str, dict]:
+    """JSON schemas of each value shape a format may take."""
     values = [{"type": ["number", "null"] if ok else "number"} for ok in missing_ok]
     row = {"type": "array", "prefixItems": values, "items": False,
            "minItems": len(feature_names), "maxItems": len(feature_names)}
     record = {"type": "object", "properties": dict(zip(feature_names, values)),
               "required": feature_names, "additionalProperties": False}
-    rows = {"type": "array", "items": {"oneOf": [row, record]}, "minItems": 1}
+    bounded = {"minItems": 1, "maxItems": max_rows}
+    return {
+        "rows": {"type": "array", "items": {"oneOf": [row, record]}, **bounded},
+        "records": {"type": "array", "items": record, **bounded},
+        "rows only": {"type": "array", "items": row, **bounded},
+        "columns": {"type": "object", "additionalProperties": False, "required": feature_names,
+                    "description": "every list equally long (checked by the server: JSON Schema cannot say it)",
+                    "properties": {n: {"type": "array", "items": v, **bounded} for n, v in zip(feature_names, values)}},
+    }
+
+
+def request_schema(feature_names: list[str], missing_ok: list[bool] | None = None,
+                   max_rows: int = 10_000) -> dict[str, Any]:
+    """The application/json body of /invocations: one alternative per entry of JSON_FORMATS."""
+    shapes = _shapes(feature_names, missing_ok or [False] * len(feature_names), max_rows)
+    shapes["split"] = {"type": "object", "required": ["columns", "data"], "additionalProperties": False,
+                       "properties": {"columns": {"const": feature_names}, "data": shapes["rows only"],
+                                      "index": {"type": "array"}}}
+    alternatives = []
+    for fmt in JSON_FORMATS:
+        value = shapes[fmt.shapes[0]] if len(fmt.shapes) == 1 else {"oneOf": [shapes[s] for s in fmt.shapes]}
+        if fmt.key is None:
+            alternatives.append({**value, "description": fmt.summary})
+        else:
+            alternatives.append({"type": "object", "description": fmt.summary, "required": [fmt.key],
+                                 "properties": {fmt.key: value}, "additionalProperties": False})
+    return {"oneOf": alternatives}
+
+
+ADMIN_REQUEST = {"oneOf": [
+    {"type": "object", "required": ["uri"], "additionalProperties": False, "description":
+        "load the model artifact at uri (inside the server's artifact roots), labelled version",
+     "properties": {"uri": {"type": "string"}, "version": {"type": "string"}}},
+    {"type": "object", "required": ["version"], "additionalProperties": False, "description":
+        "load this version of the registered model the server follows",
+     "properties": {"version": {"type": "string"}}},
+]}
+
+
+def openapi_document(feature_names: list[str], missing_ok: list[bool] | None = None,
+                     max_rows: int = 10_000) -> dict[str, Any]:
     err = lambda text: {"description": text, "content": {"application/json": {"schema": _ERROR}}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "ml.serve model server", "version": "1"},
+        "components": {"securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}}},
         "paths": {
             "/ping": {"get": {"summary": "200 once a model is loaded", "responses": {
                 "200": {"description": "serving", "content": {"application/json": {"schema": {"type": "object"}}}},
@@ -27,13 +73,7 @@ def openapi_document(feature_names: list[str], missing_ok: list[bool] | None = N
             "/invocations": {"post": {
                 "summary": "Predict",
                 "requestBody": {"required": True, "content": {
-                    "application/json": {"schema": {"oneOf": [
-                        {"type": "object", "properties": {"instances": rows}, "required": ["instances"],
-                         "additionalProperties": False},
-                        {"type": "object", "properties": {"inputs": rows}, "required": ["inputs"],
-                         "additionalProperties": False},
-                        rows,
-                    ]}},
+                    "application/json": {"schema": request_schema(feature_names, missing_ok, max_rows)},
                     "text/csv": {"schema": {"type": "string"}},
                 }},
                 "responses": {
@@ -45,5 +85,23 @@ def openapi_document(feature_names: list[str], missing_ok: list[bool] | None = N
                 }}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
                 "200": {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+            "/openapi.json": {"get": {"summary": "this document", "responses": {
+                "200": {"description": "OpenAPI 3.1", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+            "/admin/model": {"post": {
+                "summary": "Hot-swap the served model (bearer token ML_SERVE_ADMIN_TOKEN)",
+                "security": [{"adminToken": []}],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": ADMIN_REQUEST}}},
+                "responses": {
+                    "200": {"description": "now serving", "content": {"application/json": {"schema": {
+                        "type": "object", "required": ["model_version"],
+                        "properties": {"model_version": {"type": "string"}, "previous_version": {
+                            "type": ["string", "null"]}, "load_seconds": {"type": "number"},
+                            "digest": {"type": "string"}}}}}},
+                    "400": err("malformed request"), "401": err("missing or wrong bearer token"),
+                    "403": err("the model is outside the server's artifact roots"),
+                    "404": err("admin endpoint disabled (no token configured)"),
+                    "413": err("body too large"),
+                    "422": err("the model was refused (digest, type or smoke check); the current one serves"),
+                }}},
         },
     }

@@ -25,16 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from operators.artifact_root import artifact_root
+from operators.child_env import child_environment
 from operators.deploy_targets.base import DeployRefusedError, DeployStatus, DeployTarget, Served
 from operators.endpoint_client import EndpointError, invoke, ping, swap
-
-# What a managed server needs from the worker's environment: the basics and the artifact
-# store's settings (it reads model artifacts). Nothing else (no Airflow connections, no
-# registry credentials) is handed to a process that outlives the task.
-SERVER_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE",
-              "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-              "AWS_SESSION_TOKEN", "AWS_PROFILE", "STORAGE_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS",
-              "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "VIRTUAL_ENV")
 
 
 def default_state_dir() -> Path:
@@ -176,13 +169,10 @@ class LocalServerTarget(DeployTarget):
 
     def _start(self, uri: str, version: str) -> dict:
         log = open(self.dir / "server.log", "ab")
-        env = {k: os.environ[k] for k in SERVER_ENV if k in os.environ}
-        env["ML_SERVE_ADMIN_TOKEN"] = self._token()
-        # hot swaps load only models under the pipelines' artifact root (and any roots the worker adds)
-        env["ML_SERVE_ARTIFACT_ROOTS"] = ",".join(r for r in (artifact_root(), os.environ.get("ML_SERVE_ARTIFACT_ROOTS"))
-                                                  if r)
-        project_root = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (project_root, os.environ.get("PYTHONPATH")) if p)
+        # only the basics and the artifact store's settings; hot swaps load only models under the
+        # pipelines' artifact root (and any roots the worker adds)
+        roots = ",".join(r for r in (artifact_root(), os.environ.get("ML_SERVE_ARTIFACT_ROOTS")) if r)
+        env = child_environment(ML_SERVE_ADMIN_TOKEN=self._token(), ML_SERVE_ARTIFACT_ROOTS=roots)
         proc = subprocess.Popen(
             [sys.executable, "-m", "ml.serve", "--model", uri, "--model-version", version,
              "--host", self.host, "--port", str(self.port)],

@@ -17,12 +17,14 @@ from demo.local_airflow import LocalAirflow, free_port
 
 @contextlib.contextmanager
 def running_airflow(make_database, demo: Path, prefix: str, *, days: int, model: str, endpoint: str,
-                    extra_env: dict[str, str] | None = None) -> Iterator[dict]:
-    """Yields ``{"af", "demo", "source", "registry"}``; DAGs are paused at creation, so each test
-    unpauses what it runs and watches it from its start."""
+                    extra_env: dict[str, str] | None = None, password: str | None = None) -> Iterator[dict]:
+    """Yields ``{"af", "demo", "source", "registry", "metadata"}``; DAGs are paused at creation, so
+    each test unpauses what it runs and watches it from its start. ``password`` goes into the
+    source's and the registry's URIs (a server with trust auth ignores it): a secret to look for."""
     metadata = make_database(f"{prefix}_meta").replace("postgresql://", "postgresql+psycopg2://")
-    source = make_database(f"{prefix}_source")
-    registry = make_database(f"{prefix}_mlflow").replace("postgresql://", "postgresql+psycopg2://")
+    source = with_password(make_database(f"{prefix}_source"), password)
+    registry = with_password(make_database(f"{prefix}_mlflow"), password).replace("postgresql://",
+                                                                                 "postgresql+psycopg2://")
     from demo.seed_source import seed
 
     with psycopg2.connect(source) as conn:
@@ -39,9 +41,19 @@ def running_airflow(make_database, demo: Path, prefix: str, *, days: int, model:
     })
     local.start()
     try:
-        yield {"af": local, "demo": demo, "source": source, "registry": MlflowClient(tracking_uri=registry)}
+        yield {"af": local, "demo": demo, "source": source, "registry": MlflowClient(tracking_uri=registry),
+               "metadata": metadata.replace("+psycopg2", ""), "registry_uri": registry.replace("+psycopg2", "")}
     finally:
         local.stop()
         from operators.deploy_targets.local import LocalServerTarget
 
         LocalServerTarget(endpoint, state_dir=str(demo / "endpoints" / endpoint)).stop()
+
+
+def with_password(uri: str, password: str | None) -> str:
+    """``uri`` with ``password`` for its user, unless it has none to add or already has one."""
+    scheme, rest = uri.split("://", 1)
+    userinfo, at, hostpart = rest.partition("@")
+    if not password or not at or ":" in userinfo:
+        return uri
+    return f"{scheme}://{userinfo}:{password}@{hostpart}"

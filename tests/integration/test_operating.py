@@ -9,10 +9,14 @@ first, then the page, then scoring and retraining on what the registry holds.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import shutil
+import subprocess
 import threading
 import time
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -70,11 +74,17 @@ def slack():
     server.shutdown()
 
 
+# Planted in the connections (the source's and the registry's database passwords, the Slack
+# webhook's token); the last test looks for them everywhere the pipelines leave traces.
+PLANTED = {"database password": f"planted-db-{uuid.uuid4().hex[:10]}",
+           "slack token": f"planted-hook-{uuid.uuid4().hex[:10]}"}
+
+
 @pytest.fixture(scope="module")
 def airflow(make_database, tmp_path_factory, slack):
-    webhook = f"http://127.0.0.1:{slack.server_address[1]}/services/T000/B000/secret"
+    webhook = f"http://127.0.0.1:{slack.server_address[1]}/services/T000/B000/{PLANTED['slack token']}"
     with running_airflow(make_database, tmp_path_factory.mktemp("operating"), "mlp_op", days=DAYS, model=MODEL,
-                         endpoint=ENDPOINT, extra_env={
+                         endpoint=ENDPOINT, password=PLANTED["database password"], extra_env={
                              "AIRFLOW_CONN_ML_SLACK": json.dumps({"conn_type": "slackwebhook", "password": webhook}),
                              "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer"}) as stack:
         yield stack
@@ -294,3 +304,30 @@ def test_a_published_snapshot_triggers_one_training_run_and_is_not_trained_twice
     assert tis["extract"]["state"] == "skipped" and tis["train"]["state"] == "skipped"
     assert f"was already trained: {MODEL} version {trained.version}" in af.task_log(dag, second["dag_run_id"], "extract")
     assert len(client.search_model_versions(f"name = '{MODEL}'")) == count
+
+
+def test_no_planted_secret_reaches_logs_files_artifacts_databases_or_child_processes(airflow, slack):
+    """After everything above ran: task and component logs, artifacts, endpoint state and
+    server log (every file under AIRFLOW_HOME), the metadata and registry databases (pg_dump),
+    and the environment of the model server the deploy task started (/proc/<pid>/environ)."""
+    assert any(PLANTED["slack token"] in m["path"] for m in slack.messages)  # planted where it is used
+    secrets = list(PLANTED.values())
+    found = []
+    files = [p for p in Path(airflow["demo"]).rglob("*") if p.is_file()]
+    assert any("logs" in p.parts for p in files) and any(p.name == "manifest.json" for p in files)
+    for path in files:
+        data = path.read_bytes()
+        found += [f"{path}: {name}" for name, s in PLANTED.items() if s.encode() in data]
+    pg_dump = shutil.which("pg_dump") or max(glob.glob("/usr/lib/postgresql/*/bin/pg_dump"), default=None)
+    assert pg_dump, "pg_dump is needed (it comes with PostgreSQL: apt-get install postgresql-client)"
+    for database in ("metadata", "registry_uri"):
+        dump = subprocess.run([pg_dump, "--data-only", airflow[database].replace(PLANTED["database password"], "")
+                               .replace(":@", "@")], capture_output=True, text=True, check=True).stdout
+        assert "model_versions" in dump or "task_instance" in dump  # a real dump of the tables
+        found += [f"{database} database: {name}" for name, s in PLANTED.items() if s in dump]
+    state = json.loads((Path(airflow["demo"]) / "endpoints" / ENDPOINT / "state.json").read_text())
+    environ = Path(f"/proc/{state['pid']}/environ").read_bytes().decode(errors="replace").split("\0")
+    assert any(v.startswith("ML_SERVE_ARTIFACT_ROOTS=") for v in environ)  # it is the server's
+    found += [f"model server environment: {v.split('=')[0]}" for v in environ
+              if any(s in v for s in secrets) or v.startswith(("AIRFLOW_CONN_", "MLFLOW_TRACKING_"))]
+    assert found == []

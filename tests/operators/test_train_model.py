@@ -54,6 +54,33 @@ def test_local_compute_runs_the_trainer_and_returns_its_result(snapshot, tmp_pat
     assert manifest.lineage["code_version"]
 
 
+def test_the_local_trainer_process_gets_no_connection_or_registry_secret(snapshot, tmp_path, make_context,
+                                                                         monkeypatch):
+    """What the kernel holds as the trainer process's environment (/proc/<pid>/environ)."""
+    monkeypatch.setenv("AIRFLOW_CONN_ML_SOURCE", "postgres://root:planted-conn-secret@db/x")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "planted-registry-secret")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "artifact-store-key")  # the store's: the trainer needs it
+    import subprocess
+
+    seen: list[str] = []
+    real_popen = subprocess.Popen
+
+    def spy(cmd, **kwargs):  # run the real trainer, then read the environment the kernel gave it
+        proc = real_popen(cmd, **kwargs)
+        try:
+            seen.append(open(f"/proc/{proc.pid}/environ", "rb").read().decode(errors="replace"))
+        except OSError:  # it finished first: what was handed to it is what it had
+            seen.append("\0".join(f"{k}={v}" for k, v in kwargs["env"].items()))
+        return proc
+
+    monkeypatch.setattr(subprocess, "Popen", spy)
+    op = training_operator("local", task_id="train", data_uri=snapshot, output_uri=str(tmp_path / "model"),
+                           config=CONFIG)
+    assert op.execute(make_context())["model_uri"] == str(tmp_path / "model")
+    assert len(seen) == 1 and "planted" not in seen[0] and "AIRFLOW_CONN_" not in seen[0]
+    assert "AWS_SECRET_ACCESS_KEY=artifact-store-key" in seen[0] and "PYTHONPATH=" in seen[0]
+
+
 def test_local_bad_config_fails_without_retry_and_says_why(snapshot, tmp_path, make_context):
     op = TrainModelOperator(task_id="train", data_uri=snapshot, output_uri=str(tmp_path / "model"),
                             config=json.dumps({**CONFIG, "estimator": "SVC"}))

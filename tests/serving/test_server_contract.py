@@ -13,6 +13,8 @@ import sys
 import pytest
 
 from ml import artifacts
+from ml.serving.app import _ROUTES
+from ml.serving.inputs import JSON_FORMATS
 from tests.serving_helpers import REPO, ServerProcess, post_json, request
 
 TOKEN = "test-admin-token"
@@ -132,7 +134,42 @@ def test_metrics_count_requests_errors_latency_batches_and_version(server, train
 
 def test_openapi_document_describes_the_routes(server):
     status, doc = request(server.url + "/openapi.json")
-    assert status == 200 and {"/ping", "/invocations", "/metrics"} <= set(doc["paths"])
+    assert status == 200 and set(doc["paths"]) == set(_ROUTES)
+    assert all(set(doc["paths"][path]) == {m.lower() for m in methods} for path, methods in _ROUTES.items())
+
+
+def test_every_json_format_of_the_one_definition_is_documented_and_accepted_alike(server, trained_models):
+    """Each entry of JSON_FORMATS in each of its shapes: the document's request schema matches it
+    through exactly one alternative, and the server answers it with the same predictions."""
+    from jsonschema import Draft202012Validator
+
+    doc = request(server.url + "/openapi.json")[1]
+    alternatives = doc["paths"]["/invocations"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    names, data = trained_models["features"], rows(trained_models, 2)
+    shaped = {"rows": data, "records": [dict(zip(names, r)) for r in data],
+              "columns": {n: [r[i] for r in data] for i, n in enumerate(names)},
+              "split": {"columns": names, "data": data}}
+    fits = {"rows": ("rows", "records"), "records": ("records",), "columns": ("columns",), "split": ("split",)}
+    bodies = [(fmt.key, shape, shaped[shape] if fmt.key is None else {fmt.key: shaped[shape]})
+              for fmt in JSON_FORMATS for declared in fmt.shapes for shape in fits[declared]
+              if fmt.key is not None or shape != "columns"]
+    assert {key for key, _, _ in bodies} == {f.key for f in JSON_FORMATS}
+    predictions = set()
+    for key, shape, body in bodies:
+        matching = [a for a in alternatives["oneOf"] if Draft202012Validator(a).is_valid(body)]
+        assert len(matching) == 1, (key, shape)
+        status, answer = post_json(server.url + "/invocations", body)
+        assert status == 200, (key, shape, answer)
+        predictions.add(json.dumps(answer["predictions"]))
+    assert len(predictions) == 1
+    refused = [({"dataframe_records": data}, "must be an object keyed by feature name"),
+               ({"instances": data, "inputs": data}, "exactly one of"),
+               ({"dataframe_split": {"columns": names[::-1], "data": data}}, "columns must be exactly"),
+               ({"rows": data}, '"instances", "inputs", "dataframe_records", "dataframe_split"')]
+    for body, message in refused:
+        assert not Draft202012Validator(alternatives).is_valid(body), body
+        status, answer = post_json(server.url + "/invocations", body)
+        assert status == 400 and message in answer["error"], (body, answer)
 
 
 def test_admin_needs_the_token_and_refuses_tampered_models(server, trained_models, uploads):

@@ -1,0 +1,23 @@
+"""The environment a process this project starts on the worker gets: the basics and the
+artifact store's settings (it reads and writes artifacts), nothing else. Airflow connections
+(``AIRFLOW_CONN_*``), registry credentials and whatever else the worker holds stay in the
+worker: a trainer or a model server that outlives the task cannot leak what it never had."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PASSED = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE",
+          "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+          "AWS_SESSION_TOKEN", "AWS_PROFILE", "STORAGE_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS",
+          "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "VIRTUAL_ENV", "OMP_NUM_THREADS")
+
+
+def child_environment(**extra: str) -> dict[str, str]:
+    """``PASSED`` from this process, this checkout first on ``PYTHONPATH`` (``ml/`` runs from
+    it), plus ``extra``."""
+    env = {k: os.environ[k] for k in PASSED if k in os.environ}
+    project_root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (project_root, os.environ.get("PYTHONPATH")) if p)
+    return {**env, **extra}

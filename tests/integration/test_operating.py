@@ -127,7 +127,7 @@ def test_two_versions_deploys_and_their_slack_alerts(airflow, slack):
     alert = slack.wait_for("task `deploy` failed")
     assert "*ml_deploy*" in alert and "(try 1)" in alert and run_id in alert
     assert "999" in alert and f"{af.url}/dags/ml_deploy/runs/" in alert and "/tasks/deploy" in alert
-    assert all(m["path"] == "/services/T000/B000/secret" for m in slack.messages)
+    assert all(m["path"] == f"/services/T000/B000/{PLANTED['slack token']}" for m in slack.messages)
 
 
 def test_the_page_in_chromium_shows_models_endpoints_chart_and_rolls_back(airflow):

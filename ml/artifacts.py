@@ -244,6 +244,7 @@ class ArtifactWriter:
             raise RuntimeError("artifact already committed")
         if not self._entries:
             raise ValueError(f"refusing to commit an empty artifact at {self.uri}")
+        self._check_files_still_there()
         manifest = Manifest(
             kind=self.kind,
             files=tuple(self._entries),
@@ -259,6 +260,21 @@ class ArtifactWriter:
         self._committed = True
         self._remove_stale_writes()
         return manifest
+
+    def _check_files_still_there(self) -> None:
+        """Every listed file is where it was written, at its size: another writer of the same URI
+        that committed meanwhile removes this write's files as stale, and a manifest over them
+        would be refused by every reader. Then this commit is refused instead; the other write
+        stays in force."""
+        for entry in self._entries:
+            try:
+                size = self.fs.info(_join(self.root, entry.path))["size"]
+            except FileNotFoundError:
+                size = None
+            if size != entry.size:
+                raise ArtifactIncompleteError(
+                    f"{self.uri}: {entry.path} is gone or changed since it was written (another write of this "
+                    f"artifact committed meanwhile and removed it); nothing was committed, run the write again")
 
     def abort(self) -> None:
         """Remove this write's files (best effort); the previous manifest stays in force."""

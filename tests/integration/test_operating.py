@@ -23,7 +23,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from demo.local_airflow import AirflowRest, LocalAirflow
+from demo.local_airflow import AirflowApiError, AirflowRest, LocalAirflow
 from ml import artifacts
 from tests.integration.airflow_stack import running_airflow
 
@@ -304,6 +304,24 @@ def test_a_published_snapshot_triggers_one_training_run_and_is_not_trained_twice
     assert tis["extract"]["state"] == "skipped" and tis["train"]["state"] == "skipped"
     assert f"was already trained: {MODEL} version {trained.version}" in af.task_log(dag, second["dag_run_id"], "extract")
     assert len(client.search_model_versions(f"name = '{MODEL}'")) == count
+
+
+@pytest.mark.parametrize("dag_id, conf, param", [
+    ("ml_training_pipeline", {"source_table": "rows; DROP TABLE rows"}, "source_table"),
+    ("ml_training_pipeline", {"test_fraction": 0.9}, "test_fraction"),
+    ("ml_training_pipeline", {"estimator": "NoSuchEstimator"}, "estimator"),
+    ("ml_training_pipeline", {"hyperparameters": "max_iter=5"}, "hyperparameters"),
+    ("ml_deploy", {"action": "delete"}, "action"),
+    ("ml_deploy", {"canary_percent": 0}, "canary_percent"),
+    ("ml_batch_scoring", {"rows_per_shard": 0}, "rows_per_shard"),
+])
+def test_bad_params_are_refused_by_the_api_server_naming_the_param_and_create_no_run(airflow, dag_id, conf, param):
+    af = airflow["af"]
+    before = af.api("GET", f"/api/v2/dags/{dag_id}/dagRuns?limit=100")["total_entries"]
+    with pytest.raises(AirflowApiError) as refused:
+        af.trigger(dag_id, conf)
+    assert ": 400 " in str(refused.value) and param in str(refused.value), str(refused.value)
+    assert af.api("GET", f"/api/v2/dags/{dag_id}/dagRuns?limit=100")["total_entries"] == before
 
 
 def test_no_planted_secret_reaches_logs_files_artifacts_databases_or_child_processes(airflow, slack):

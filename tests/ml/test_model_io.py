@@ -32,3 +32,46 @@ def test_untrusted_type_is_refused():
     data = model_io.dumps(FunctionTransformer(func=os.system))
     with pytest.raises(ValueError, match="not trusted"):
         model_io.loads(data)
+
+
+class _Planted:
+    """Unpickling this creates a file: proof that a pickle was executed."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_a_pickle_in_a_valid_artifact_is_refused_and_never_executed(tmp_path):
+    import pickle
+
+    from ml import artifacts
+
+    marker = tmp_path / "unpickled"
+    writer = artifacts.ArtifactWriter(str(tmp_path / "model"), "model")
+    writer.write_bytes("model.skops", pickle.dumps(_Planted(str(marker))))  # digests match: only the format lies
+    writer.commit(schema=[{"name": "x", "type": "double"}], row_count=None, lineage={})
+    with pytest.raises(Exception):
+        model_io.load_verified_model(str(tmp_path / "model"))
+    assert not marker.exists()
+
+
+def test_no_model_loading_path_can_unpickle():
+    """Models load only through skops with the trusted list: nothing in ml/, operators/ or
+    plugins/ imports pickle, cloudpickle or dill, or calls joblib.load."""
+    import ast
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    found = []
+    for path in [p for d in ("ml", "operators", "plugins") for p in (repo / d).rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            if any(n.split(".")[0] in ("pickle", "cloudpickle", "dill", "_pickle") for n in names):
+                found.append(f"{path.relative_to(repo)} imports {names}")
+            if isinstance(node, ast.Attribute) and node.attr == "load" and getattr(node.value, "id", "") == "joblib":
+                found.append(f"{path.relative_to(repo)} calls joblib.load")
+    assert found == []

@@ -2,8 +2,8 @@
 joblib loop, the same model, the same rows, the same machine, in one run.
 
 Generates a snapshot artifact (default 5,000,000 rows: the breast-cancer features re-sampled
-with noise, a file per million rows as the extract writes, row groups of 250,000) and trains the demo's model on the bundled data. Then, each
-in fresh processes:
+with noise, a file per million rows as the extract writes, row groups of 250,000) and trains
+the demo's model on the bundled data. Then, each in fresh processes:
 
 * ``ml.batch_scoring``: ``plan_shards`` and one process per shard, two at a time (the DAG's
   default ``max_active_tis_per_dagrun`` on this 2-core machine); each writes its shard;

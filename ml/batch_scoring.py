@@ -74,14 +74,13 @@ def score_shard(model_uri: str, model_version: str, snapshot_uri: str, shard: di
     columns: the input's columns that are not features (ids, times, the label if present),
     ``prediction`` and ``model_version``.
     """
+    import joblib
     import pyarrow as pa
     import pyarrow.parquet as pq
+    from threadpoolctl import threadpool_limits
 
     from ml.model_io import load_verified_model
     from ml.snapshots import feature_matrix
-
-    import joblib
-    from threadpoolctl import threadpool_limits
 
     started = time.perf_counter()
     threads = max(1, joblib.cpu_count() // max(1, concurrent_shards))

@@ -18,13 +18,14 @@ from demo.local_airflow import LocalAirflow, free_port
 @contextlib.contextmanager
 def running_airflow(make_database, demo: Path, prefix: str, *, days: int, model: str, endpoint: str,
                     extra_env: dict[str, str] | None = None, password: str | None = None) -> Iterator[dict]:
-    """Yields ``{"af", "demo", "source", "registry", "metadata"}``; DAGs are paused at creation, so
-    each test unpauses what it runs and watches it from its start. ``password`` goes into the
-    source's and the registry's URIs (a server with trust auth ignores it): a secret to look for."""
-    metadata = make_database(f"{prefix}_meta").replace("postgresql://", "postgresql+psycopg2://")
+    """Yields ``{"af", "demo", "source", "registry", "databases"}``; DAGs are paused at creation,
+    so each test unpauses what it runs and watches it from its start. ``password`` goes into the
+    source's and the registry's URIs (a server with trust auth ignores it): a secret to look for.
+    ``databases``: libpq URIs, without that password, of the metadata and registry databases."""
+    databases = {"metadata": make_database(f"{prefix}_meta"), "registry": make_database(f"{prefix}_mlflow")}
+    metadata = databases["metadata"].replace("postgresql://", "postgresql+psycopg2://")
     source = with_password(make_database(f"{prefix}_source"), password)
-    registry = with_password(make_database(f"{prefix}_mlflow"), password).replace("postgresql://",
-                                                                                 "postgresql+psycopg2://")
+    registry = with_password(databases["registry"], password).replace("postgresql://", "postgresql+psycopg2://")
     from demo.seed_source import seed
 
     with psycopg2.connect(source) as conn:
@@ -42,7 +43,7 @@ def running_airflow(make_database, demo: Path, prefix: str, *, days: int, model:
     local.start()
     try:
         yield {"af": local, "demo": demo, "source": source, "registry": MlflowClient(tracking_uri=registry),
-               "metadata": metadata.replace("+psycopg2", ""), "registry_uri": registry.replace("+psycopg2", "")}
+               "databases": databases}
     finally:
         local.stop()
         from operators.deploy_targets.local import LocalServerTarget

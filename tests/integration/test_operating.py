@@ -338,9 +338,8 @@ def test_no_planted_secret_reaches_logs_files_artifacts_databases_or_child_proce
         found += [f"{path}: {name}" for name, s in PLANTED.items() if s.encode() in data]
     pg_dump = shutil.which("pg_dump") or max(glob.glob("/usr/lib/postgresql/*/bin/pg_dump"), default=None)
     assert pg_dump, "pg_dump is needed (it comes with PostgreSQL: apt-get install postgresql-client)"
-    for database in ("metadata", "registry_uri"):
-        dump = subprocess.run([pg_dump, "--data-only", airflow[database].replace(PLANTED["database password"], "")
-                               .replace(":@", "@")], capture_output=True, text=True, check=True).stdout
+    for database, uri in airflow["databases"].items():
+        dump = subprocess.run([pg_dump, "--data-only", uri], capture_output=True, text=True, check=True).stdout
         assert "model_versions" in dump or "task_instance" in dump  # a real dump of the tables
         found += [f"{database} database: {name}" for name, s in PLANTED.items() if s in dump]
     state = json.loads((Path(airflow["demo"]) / "endpoints" / ENDPOINT / "state.json").read_text())

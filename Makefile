@@ -8,7 +8,7 @@ export UV_CACHE_DIR := $(CURDIR)/.cache/uv
 
 PORT ?= 8080
 
-.PHONY: venv lock demo demo-stop test benchmarks clean airflow airflow-stop stack stack-stop container-tools
+.PHONY: venv lock demo demo-stop test load-test benchmarks clean airflow airflow-stop stack stack-stop container-tools
 
 venv: $(VENV)/.synced
 
@@ -46,8 +46,16 @@ container-tools:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	  else echo "warning: missing$$missing; the container tests will say what is needed" >&2; fi; fi
 
+# Branch coverage of ml/ and operators/ in every process the tests start ([tool.coverage] in
+# pyproject.toml); below fail_under the target fails even when every test passed.
 test: venv container-tools
-	$(VENV)/bin/python -m pytest tests
+	rm -f .coverage .coverage.*
+	$(VENV)/bin/python -m pytest tests --cov --cov-report=term-missing:skip-covered
+
+# The SLO report: Locust (tests/load/) against a real ml.serve; prints the valid rate and
+# p50/p95/p99 and exits 1 when tests/load/slo.toml's objective is not held.
+load-test: venv
+	$(VENV)/bin/python -m tests.load
 
 # extract.py needs the local PostgreSQL; serving.py needs wrk (apt-get install wrk).
 benchmarks: venv

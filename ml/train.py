@@ -72,7 +72,18 @@ def to_matrices(table, features: list[str], target: str):
     if table.num_rows == 0:
         raise DataError("the snapshot has no rows with a non-null target")
     X = feature_matrix(table, features)
+    import numpy as np
+
+    infinite = np.isinf(X).sum(axis=0)
+    if infinite.any():
+        found = {features[i]: int(n) for i, n in enumerate(infinite) if n}
+        raise DataError(
+            f"feature columns hold infinite values (rows per column): {found}. Missing values are handled, "
+            f"infinities are not: turn them into NULL in the extract query, or exclude the column")
     y = y_col.to_numpy(zero_copy_only=False)
+    if y.dtype.kind == "f" and not np.isfinite(y).all():
+        raise DataError(f"target column {target!r} holds {int((~np.isfinite(y)).sum())} NaN or infinite values; "
+                        f"filter them out in the extract query")
     return table, X, y
 
 

@@ -39,6 +39,10 @@ class DeployModelOperator(BaseOperator):
     :param smoke_rows: held-out rows of the model artifact sent through the endpoint after the deploy.
     :param min_smoke_accuracy: for classifiers, the smoke test fails below this accuracy.
     :param wait_timeout: seconds to wait for the endpoint to serve the new version.
+    :param wait_in_task: of those, seconds to wait inside the task before deferring to the
+        triggerer; None: the target's own (30 s for a local server, which starts in seconds,
+        where a deferral would add a trigger poll and a scheduler round trip; 0 for rollouts
+        of minutes, which should free the worker slot).
     :param reason: recorded in the ledger ("deploy", "rollback", ...).
     :param canary_percent: the share the new version takes first beside the serving one
         (kubernetes: of the replicas; sagemaker: blue/green canary; vertex: of the traffic);
@@ -53,13 +57,15 @@ class DeployModelOperator(BaseOperator):
                  target: str | None = None, target_settings: dict | None = None,
                  target_conn_id: str | None = "ml_endpoint", mlflow_conn_id: str = "mlflow_default",
                  smoke_rows: int = 32, min_smoke_accuracy: float | None = None, wait_timeout: float = 120,
-                 reason: str = "deploy", canary_percent: int | str | None = None, **kwargs) -> None:
+                 reason: str = "deploy", canary_percent: int | str | None = None, wait_in_task: float | None = None,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
         self.model_name, self.endpoint, self.version, self.alias = model_name, endpoint, version, alias
         self.target, self.target_settings, self.mlflow_conn_id = target, target_settings or {}, mlflow_conn_id
         self.target_conn_id = target_conn_id
         self.smoke_rows, self.min_smoke_accuracy = smoke_rows, min_smoke_accuracy
         self.wait_timeout, self.reason, self.canary_percent = wait_timeout, reason, canary_percent
+        self.wait_in_task = wait_in_task
 
     def _resolve(self):
         from operators.mlflow_tracking import mlflow_target
@@ -112,7 +118,11 @@ class DeployModelOperator(BaseOperator):
         self.log.info("Deploy asked: %s", handle.get("facts", handle))
         state = {"handle": handle, "started": started, "previous": previous.as_dict() if previous else None}
         first = self._status_now(handle)
-        if first is not None and first.done:  # e.g. a hot swap: nothing to wait for, so no deferral
+        wait_until = time.monotonic() + self._seconds_in_task(target)
+        while (first is None or not first.done) and time.monotonic() < wait_until:
+            time.sleep(0.2)
+            first = self._status_now(handle)
+        if first is not None and first.done:  # a hot swap, or a server started within wait_in_task
             target.in_flight = handle
             return self._finish(context, target, state,
                                 {"status": first.state, "reason": first.reason, "version": first.version})
@@ -121,6 +131,12 @@ class DeployModelOperator(BaseOperator):
         context["ti"].xcom_push(key="in_flight", value=state)
         self.defer(trigger=DeployStatusTrigger(handle, deadline.isoformat()), method_name="verify",
                    timeout=timedelta(seconds=self.wait_timeout + 60))
+
+    def _seconds_in_task(self, target) -> float:
+        """How long to wait for the deploy inside the task: the operator's, else the target's, never
+        more than the whole wait."""
+        in_task = target.wait_in_task if self.wait_in_task is None else float(self.wait_in_task)
+        return max(0.0, min(in_task, self.wait_timeout))
 
     def _status_now(self, handle: dict[str, Any]):
         """The target's status once, before deferring. Deferring when the deploy is already done

@@ -17,6 +17,8 @@ DEPLOY_TARGET = os.environ.get("ML_DEPLOY_TARGET") or None
 # password), or a Kubernetes endpoint's settings as extras. Absent: the local target starts and
 # manages a server on the worker's machine.
 ENDPOINT_CONN_ID = os.environ.get("ML_ENDPOINT_CONN_ID", "ml_endpoint")
+# Seconds the deploy waits in the task before deferring to the triggerer; unset: the target's own.
+WAIT_IN_TASK = float(os.environ["ML_DEPLOY_WAIT_IN_TASK"]) if os.environ.get("ML_DEPLOY_WAIT_IN_TASK") else None
 
 
 def endpoint_asset(endpoint: str = ENDPOINT) -> Asset:
@@ -33,7 +35,7 @@ def deploy_steps(*, model_name, version, reason: str, alias=None, endpoint: str 
     deploy = DeployModelOperator(
         task_id=task_id, model_name=model_name, version=version, alias=alias, endpoint=endpoint,
         target=DEPLOY_TARGET, target_conn_id=ENDPOINT_CONN_ID, reason=reason, min_smoke_accuracy=min_smoke_accuracy,
-        canary_percent=canary_percent, retries=0,
+        canary_percent=canary_percent, wait_in_task=WAIT_IN_TASK, retries=0,
     )
     record = RecordLedgerOperator(task_id="record_ledger", deploy_task_id=task_id, outlets=[endpoint_asset()])
     watcher = FailIfUpstreamFailedOperator(task_id="fail_if_deploy_failed", watched_task_id=task_id)

@@ -32,7 +32,10 @@ class MlflowTarget:
         if self.username:
             for uri in {self.tracking_uri, self.registry_uri or self.tracking_uri}:
                 _remember_credentials(uri, self.username, self.password or "")
-        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
+        from operators.mlflow_schema import client_with_schema
+
+        return client_with_schema(lambda: MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri),
+                                  self.tracking_uri)
 
 
 _CREDENTIALS: dict[str, tuple[str, str]] = {}  # tracking server URL -> basic auth, this process only

@@ -68,29 +68,46 @@ def _pg_bin(name: str) -> str | None:
     return shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None)
 
 
+class ThrowawayPostgres:
+    """A PostgreSQL cluster of its own, in a temporary folder (initdb, pg_ctl): the fallback server,
+    and the database the registry drills stop and restart under a running registration."""
+
+    def __init__(self):
+        initdb, self.pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+        if not (initdb and self.pg_ctl):
+            raise RuntimeError(
+                "PostgreSQL's server binaries are needed: no initdb/pg_ctl on PATH or under /usr/lib/postgresql/*/bin "
+                "(Debian/Ubuntu: apt-get install postgresql)")
+        self.data = tempfile.mkdtemp(prefix="ml-pipelines-pg-")
+        self.run_as: list[str] = []
+        user = getpass.getuser()
+        if os.geteuid() == 0:  # initdb refuses root: run the cluster as the 'postgres' system user
+            shutil.chown(self.data, "postgres")
+            self.run_as, user = ["runuser", "-u", "postgres", "--"], "postgres"
+        self.port = free_port()
+        subprocess.run([*self.run_as, initdb, "-D", self.data, "-A", "trust", "-U", user], check=True,
+                       capture_output=True)
+        self.dsn = f"postgresql://{user}@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> ThrowawayPostgres:
+        subprocess.run([*self.run_as, self.pg_ctl, "-D", self.data, "-l", f"{self.data}/log", "-w", "-o",
+                        f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1", "start"],
+                       check=True, capture_output=True)
+        return self
+
+    def stop(self, mode: str = "immediate") -> None:
+        """``immediate``: as a crash would, no clean shutdown of open sessions."""
+        subprocess.run([*self.run_as, self.pg_ctl, "-D", self.data, "-m", mode, "-w", "stop"], capture_output=True)
+
+
 def _start_throwaway_cluster(stack: list) -> str:
-    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
-    if not (initdb and pg_ctl):
-        pytest.exit(
-            "PostgreSQL is needed by the tests: no server on 127.0.0.1:5432 and no initdb/pg_ctl found. "
-            "Install the server binaries (Debian/Ubuntu: apt-get install postgresql) or set "
-            "ML_TEST_POSTGRES_DSN=postgresql://user@host:port/db",
-            returncode=3,
-        )
-    data = tempfile.mkdtemp(prefix="ml-pipelines-pg-")
-    run_as: list[str] = []
-    user = getpass.getuser()
-    if os.geteuid() == 0:  # initdb refuses root: run the cluster as the 'postgres' system user
-        shutil.chown(data, "postgres")
-        run_as, user = ["runuser", "-u", "postgres", "--"], "postgres"
-    port = free_port()
-    subprocess.run([*run_as, initdb, "-D", data, "-A", "trust", "-U", user], check=True, capture_output=True)
-    subprocess.run(
-        [*run_as, pg_ctl, "-D", data, "-l", f"{data}/log", "-w", "-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1", "start"],
-        check=True, capture_output=True,
-    )
-    stack.append(lambda: subprocess.run([*run_as, pg_ctl, "-D", data, "-m", "immediate", "stop"], capture_output=True))
-    return f"postgresql://{user}@127.0.0.1:{port}/postgres"
+    try:
+        cluster = ThrowawayPostgres().start()
+    except RuntimeError as exc:
+        pytest.exit(f"PostgreSQL is needed by the tests and there is no server on 127.0.0.1:5432. {exc}, or set "
+                    "ML_TEST_POSTGRES_DSN=postgresql://user@host:port/db", returncode=3)
+    stack.append(cluster.stop)
+    return cluster.dsn
 
 
 @pytest.fixture(scope="session")

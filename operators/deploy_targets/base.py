@@ -66,6 +66,8 @@ class DeployStatus:
 class DeployTarget(abc.ABC):
     kind: ClassVar[str]
     in_flight: dict[str, Any] | None = None  # the handle of the deploy being verified, when rebuilt from it
+    # how long DeployModelOperator waits in the task before deferring: 0 for rollouts of minutes
+    wait_in_task: ClassVar[float] = 0.0
 
     def __init__(self, endpoint: str, conn_id: str | None = None, settings: dict[str, Any] | None = None):
         self.endpoint, self.conn_id, self.settings = endpoint, conn_id, dict(settings or {})

@@ -1,13 +1,16 @@
-"""Deploys against a real server process and a real MLflow registry: v1, then v2 while a load
-generator runs (zero failed requests), then a tampered v3 (refused, v2 keeps serving) and a bad
-v3 (fails its smoke test, rolled back to v2 by itself, the task fails with the reason)."""
+"""Deploy drills against a real server process and a real MLflow registry, each with Locust
+load running (tests/load/): a new version (zero failed requests), a corrupt artifact (refused,
+the old version serves), a model failing its smoke test (rolled back by itself, zero failed
+requests), and a SIGKILL of the server (the errors are counted, the next deploy restarts it,
+nothing is left corrupt)."""
 
 from __future__ import annotations
 
 import asyncio
 import http.client
 import json
-import threading
+import os
+import signal
 import time
 
 import pyarrow as pa
@@ -19,6 +22,7 @@ from operators.deploy_model import DeployModelOperator
 from operators.deploy_targets.local import LocalServerTarget
 from operators.register_model import RegisterModelOperator
 from tests.helpers import FakeTaskInstance, breast_cancer_table, write_snapshot
+from tests.load.locust_load import LocustLoad
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +55,9 @@ def registry(tmp_path_factory):
             "version"]
     (tampered / manifest.file("model.skops").path).write_bytes(b"tampered after registration")
     target_dir = root / "endpoint"
-    yield {"versions": versions, "dir": str(target_dir)}
+    features = table.drop(["target"])
+    yield {"versions": versions, "dir": str(target_dir), "root": root, "columns": features.column_names,
+           "rows": [list(r.values()) for r in features.slice(0, 64).to_pylist()]}
     LocalServerTarget("it", state_dir=str(target_dir)).stop()
     mp.undo()
 
@@ -81,75 +87,123 @@ async def _first(trigger):
         return event
 
 
-class LoadGenerator(threading.Thread):
-    """Keeps 4 connections busy with single-row requests; bounded by a deadline."""
-
-    def __init__(self, url: str, row: list, seconds: float = 60):
-        super().__init__(daemon=True)
-        self.host, self.port = url.removeprefix("http://").split(":")
-        self.body = json.dumps({"instances": [row]})
-        self.deadline = time.monotonic() + seconds
-        self.stop_flag = threading.Event()
-        self.ok, self.failed, self.versions = 0, [], set()
-        self.lock = threading.Lock()
-
-    def run(self):
-        workers = [threading.Thread(target=self._client, daemon=True) for _ in range(4)]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-
-    def _client(self):
-        conn = http.client.HTTPConnection(self.host, int(self.port), timeout=10)
-        while not self.stop_flag.is_set() and time.monotonic() < self.deadline:
-            try:
-                conn.request("POST", "/invocations", self.body, {"Content-Type": "application/json"})
-                resp = conn.getresponse()
-                payload = resp.read()
-                with self.lock:
-                    if resp.status == 200:
-                        self.ok += 1
-                        self.versions.add(json.loads(payload)["model_version"])
-                    else:
-                        self.failed.append((resp.status, payload[:200]))
-            except OSError as exc:
-                with self.lock:
-                    self.failed.append(("connection", repr(exc)))
-                conn.close()
-                conn = http.client.HTTPConnection(self.host, int(self.port), timeout=10)
-
-
-def test_deploy_swap_under_load_then_refuse_and_roll_back(registry, make_context):
-    versions = registry["versions"]
-    result, ti = deploy(registry, versions["v1"], make_context)
-    assert result["version"] == versions["v1"] and result["previous_version"] is None
+def serving(registry, name, make_context) -> LocalServerTarget:
+    """The endpoint, serving version ``name`` (deployed now if something else serves)."""
     target = LocalServerTarget("it", state_dir=registry["dir"])
-    assert target.current().version == versions["v1"]
+    current = target.current()
+    if current is None or not current.live or current.version != registry["versions"][name]:
+        deploy(registry, registry["versions"][name], make_context)
+        target = LocalServerTarget("it", state_dir=registry["dir"])  # the port the deploy chose
+    assert target.current().version == registry["versions"][name]
+    return target
 
-    manifest = artifacts.read_manifest(LocalServerTarget("it", state_dir=registry["dir"]).current().uri)
-    row = [0.0] * len(manifest.schema)
-    load = LoadGenerator(target.url, row)
-    load.start()
-    time.sleep(1.0)
-    result, ti = deploy(registry, versions["v2"], make_context)
-    time.sleep(1.0)
-    load.stop_flag.set()
-    load.join(timeout=30)
-    assert load.failed == [] and load.ok > 100
-    assert load.versions == {versions["v1"], versions["v2"]}
-    assert result["seconds_to_serve"] < 5
+
+def load_on(registry, target, name: str) -> LocustLoad:
+    """4 Locust users, unbounded in requests, stopped by the drill (2 minutes at most)."""
+    return LocustLoad(target.url, registry["columns"], registry["rows"], registry["root"] / f"load-{name}", users=4,
+                      seconds=120, max_requests=0, batch_rows=8).start()
+
+
+def answered_by(target) -> str:
+    conn = http.client.HTTPConnection(*target.url.removeprefix("http://").split(":"), timeout=10)
+    conn.request("POST", "/invocations", json.dumps({"instances": [[0.0] * 30]}), {"Content-Type": "application/json"})
+    return json.loads(conn.getresponse().read())["model_version"]
+
+
+def test_drill_deploy_a_new_version_under_load(registry, make_context):
+    versions = registry["versions"]
+    target = serving(registry, "v1", make_context)
+    with load_on(registry, target, "new-version") as load:
+        time.sleep(1.0)
+        result, ti = deploy(registry, versions["v2"], make_context)
+        time.sleep(1.0)
+        report = load.stop()
+    assert report["failures"] == {} and report["valid"] > 200
+    assert set(report["versions"]) == {versions["v1"], versions["v2"]}
+    assert result["version"] == versions["v2"] and result["previous_version"] == versions["v1"]
     assert ti.xcom_pull(key="ledger")["outcome"] == "serving"
     assert ti.xcom_pull(key="ledger")["previous_version"] == versions["v1"]
+    assert answered_by(target) == versions["v2"]
 
-    with pytest.raises(AirflowFailException, match="deploy refused, " + versions["v2"] + " still serves"):
-        deploy(registry, versions["tampered"], make_context)
-    assert target.current().version == versions["v2"]
 
-    with pytest.raises(AirflowException, match="smoke test failed: accuracy .* is below 0.8") as failure:
-        deploy(registry, versions["bad"], make_context, min_smoke_accuracy=0.8)
+def test_drill_a_corrupt_artifact_is_refused_and_the_old_version_serves(registry, make_context):
+    versions = registry["versions"]
+    target = serving(registry, "v2", make_context)
+    with load_on(registry, target, "corrupt") as load:
+        time.sleep(0.5)
+        with pytest.raises(AirflowFailException, match="deploy refused, " + versions["v2"] + " still serves"):
+            deploy(registry, versions["tampered"], make_context)
+        time.sleep(0.5)
+        report = load.stop()
+    assert report["failures"] == {} and report["valid"] > 100
+    assert set(report["versions"]) == {versions["v2"]}
+    assert target.current().version == versions["v2"] and answered_by(target) == versions["v2"]
+
+
+def test_drill_a_model_failing_its_smoke_test_is_rolled_back_with_zero_failed_requests(registry, make_context):
+    versions = registry["versions"]
+    target = serving(registry, "v2", make_context)
+    with load_on(registry, target, "smoke") as load:
+        time.sleep(0.5)
+        with pytest.raises(AirflowException, match="smoke test failed: accuracy .* is below 0.8") as failure:
+            deploy(registry, versions["bad"], make_context, min_smoke_accuracy=0.8)
+        time.sleep(0.5)
+        report = load.stop()
     assert f"rolled back to {versions['v2']}" in str(failure.value)
-    conn = http.client.HTTPConnection(*target.url.removeprefix("http://").split(":"), timeout=10)
-    conn.request("POST", "/invocations", json.dumps({"instances": [row]}), {"Content-Type": "application/json"})
-    assert json.loads(conn.getresponse().read())["model_version"] == versions["v2"]
-    assert target.current().version == versions["v2"]
+    assert report["failures"] == {} and report["valid"] > 100
+    assert versions["v2"] in report["versions"] and set(report["versions"]) <= {versions["v2"], versions["bad"]}
+    assert target.current().version == versions["v2"] and answered_by(target) == versions["v2"]
+
+
+def test_drill_sigkill_of_the_server_is_counted_and_the_next_deploy_recovers(registry, make_context):
+    versions = registry["versions"]
+    target = serving(registry, "v2", make_context)
+    state = json.loads((target.dir / "state.json").read_text())
+    with load_on(registry, target, "sigkill") as load:
+        time.sleep(0.5)
+        os.kill(state["pid"], signal.SIGKILL)
+        time.sleep(1.0)  # the load meets a dead port
+        result, ti = deploy(registry, versions["v1"], make_context)
+        time.sleep(1.0)
+        report = load.stop()
+    assert report["failures"], "the load never noticed the killed server"
+    assert all(reason.startswith("connection: ") for reason in report["failures"]), report["failures"]
+    assert versions["v1"] in report["versions"]  # answered again after the recovery
+    assert result["version"] == versions["v1"] and result["previous_version"] == versions["v2"]
+    after = json.loads((target.dir / "state.json").read_text())  # whole JSON, a live pid, the version served
+    assert after["pid"] != state["pid"] and os.path.exists(f"/proc/{after['pid']}")
+    assert after["served"]["version"] == versions["v1"]
+    assert ti.xcom_pull(key="ledger")["outcome"] == "serving"
+    assert artifacts.open_verified(after["served"]["uri"]).digest  # the artifact is intact
+    assert answered_by(target) == versions["v1"]
+
+
+def test_a_local_start_is_waited_for_in_the_task_unless_told_to_defer(registry, make_context, tmp_path):
+    """A server starts in seconds: the deploy waits for it in the task (no triggerer round trip);
+    with ``wait_in_task=0`` it defers at once, as a rollout of minutes does."""
+    version = registry["versions"]["v1"]
+    by_default = DeployModelOperator(task_id="d", model_name="m", version=version, endpoint="e", wait_timeout=60)
+    assert by_default._seconds_in_task(LocalServerTarget) == LocalServerTarget.wait_in_task > 0
+    assert DeployModelOperator(task_id="d", model_name="m", version=version, endpoint="e",
+                               wait_timeout=5)._seconds_in_task(LocalServerTarget) == 5  # never past the whole wait
+    # the wait is explicit here: a cold start under coverage on two busy CI cores took over 10 s
+    for name, wait_in_task in (("defers", 0), ("waits", 120)):
+        state_dir = tmp_path / name
+        op = DeployModelOperator(task_id="deploy", model_name="m", version=version, endpoint=name,
+                                 target_settings={"state_dir": str(state_dir)}, wait_timeout=180,
+                                 wait_in_task=wait_in_task)
+        context = make_context(run_id=f"start-{name}")
+        context["ti"] = FakeTaskInstance()
+        try:
+            if wait_in_task == 0:
+                with pytest.raises(TaskDeferred) as deferred:
+                    op.execute(context)
+                assert type(deferred.value.trigger).__name__ == "DeployStatusTrigger"
+                assert context["ti"].xcom_pull(key="in_flight")["handle"]["version"] == version
+            else:
+                result = op.execute(context)
+                assert result["version"] == version and result["previous_version"] is None
+                assert context["ti"].xcom_pull(key="in_flight") is None  # never deferred
+                assert context["ti"].xcom_pull(key="ledger")["outcome"] == "serving"
+        finally:
+            LocalServerTarget(name, state_dir=str(state_dir)).stop()

@@ -32,8 +32,10 @@ DAYS = 5  # seeded days 0..4: 569 + 4 x 80 rows
 
 @pytest.fixture(scope="module")
 def airflow(make_database, tmp_path_factory):
+    # deploys defer at once, so that the triggerer's DeployStatusTrigger is exercised even when
+    # the local server would start within the task's own wait
     with running_airflow(make_database, tmp_path_factory.mktemp("real-airflow"), "mlp_af", days=DAYS, model=MODEL,
-                         endpoint=ENDPOINT) as stack:
+                         endpoint=ENDPOINT, extra_env={"ML_DEPLOY_WAIT_IN_TASK": "0"}) as stack:
         yield stack
 
 

@@ -192,6 +192,10 @@ def test_bad_config_message_on_stderr_from_the_real_cli(cancer_snapshot, tmp_pat
     [
         (pa.table({"name": ["a", "b", "c", "d"], "target": [0, 1, 0, 1]}), "must be numeric or boolean"),
         (pa.table({"x": [1.0, 2.0, 3.0, 4.0], "target": [1, 1, 1, 1]}), "single class"),
+        (pa.table({"x": [1.0, float("inf"), 3.0, float("-inf")], "y": [0.5, 1.0, float("inf"), 2.0],
+                   "target": [0, 1, 0, 1]}), "infinite values (rows per column): {'x': 2, 'y': 1}"),
+        (pa.table({"x": [1.0, 2.0, 3.0, 4.0], "target": [0.5, float("nan"), 1.5, float("inf")]}),
+         "target column 'target' holds 2 NaN or infinite values"),
     ],
 )
 def test_bad_data_exits_2(tmp_path, capsys, table, message):
@@ -201,6 +205,7 @@ def test_bad_data_exits_2(tmp_path, capsys, table, message):
                        json.dumps({"estimator": "LogisticRegression", "target": "target"})])
     assert code == 2
     assert message in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()  # nothing written, so nothing half-written to read
 
 
 def test_snapshot_without_manifest_is_refused(tmp_path, capsys):

@@ -97,6 +97,9 @@ def malformed_cases(names, good):
          "'abc' is not a number"),
         ("csv wrong width", b"1,2,3", "text/csv", 400, f"expects {width}"),
         ("csv not utf-8", b"\xff\xfe\x00", "text/csv", 400, "not UTF-8"),
+        ("json not utf-8", b'{"instances": [["\xff\xfe"]]}', "application/json", 400, "not valid JSON"),
+        ("json in utf-16", json.dumps({"instances": [good]}).encode("utf-16"), "application/json", 400,
+         "not valid JSON"),
         # found by schemathesis: a bare carriage return made the csv module raise (a 500); it is a line break
         ("csv bare carriage return", b'\\\r"x\r-2', "text/csv", 400, f"expects {width}"),
         ("oversized body", {"instances": [good] * 300}, "application/json", 413, "byte limit"),
@@ -117,6 +120,32 @@ def test_malformed_inputs_get_4xx_naming_the_problem_and_the_server_stays_up(ser
     assert request(server.url + "/invocations", method="GET")[0] == 405
     assert request(server.url + "/ping")[0] == 200
     status, answer = post_json(server.url + "/invocations", {"instances": [good]})
+    assert status == 200 and answer["model_version"] == "1"
+
+
+def test_a_huge_chunked_body_is_refused_before_it_is_read_whole(server, trained_models):
+    """No Content-Length to refuse it by: the server counts as it reads, answers 413 once past its
+    limit (64 KiB here) and keeps serving; it never buffers the 32 MB."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    chunk = b"[" + b"1.0," * 16_383 + b"1.0]"  # 64 KiB
+    conn.putrequest("POST", "/invocations")
+    conn.putheader("Content-Type", "application/json")
+    conn.putheader("Transfer-Encoding", "chunked")
+    conn.endheaders()
+    try:
+        conn.send(b'f\r\n{"instances": [\r\n')
+        for _ in range(512):  # up to 32 MB, unless the server has already answered and closed
+            conn.send(b"%x\r\n%s,\r\n" % (len(chunk) + 1, chunk))
+        conn.send(b"0\r\n\r\n")
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    response = conn.getresponse()
+    assert response.status == 413
+    assert "exceeds the 65536-byte limit" in json.loads(response.read())["error"]
+    conn.close()
+    status, answer = post_json(server.url + "/invocations", {"instances": rows(trained_models, 1)})
     assert status == 200 and answer["model_version"] == "1"
 
 

@@ -81,9 +81,13 @@ class SageMakerStandIn:
                 with urllib.request.urlopen(request, timeout=30) as resp:
                     return 200, {"Content-Type": "application/json",
                                  "x-Amzn-Invoked-Production-Variant": "AllTraffic"}, resp.read().decode()
-            except urllib.error.HTTPError as exc:  # SageMaker's ModelError carries the container's answer
-                return 424, {"Content-Type": "application/json", "x-amzn-ErrorType": "ModelError"}, json.dumps(
-                    {"message": f"Received client error ({exc.code}) from primary: {exc.read().decode()[:500]}"})
+            except urllib.error.HTTPError as exc:  # SageMaker's ModelError (424) carries the container's answer
+                from moto.core.exceptions import JsonRESTError
+
+                error = JsonRESTError("ModelError", f"Received client error ({exc.code}) from primary: "
+                                                    f"{exc.read().decode()[:500]}")
+                error.code = 424
+                raise error from None
 
         original_create_training_job = SageMakerResponse.create_training_job
 
@@ -228,8 +232,13 @@ class VertexStandIn:
 
     def _recorded(self, name, fn):
         def handle(request, context):
+            import grpc
+
             self.requests.append((name, request))
-            return fn(request)
+            try:
+                return fn(request)
+            except urllib.error.HTTPError as exc:  # the container refused the rows: Vertex relays it as a 400
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, exc.read().decode()[:500])
         return handle
 
     def _done(self, response) -> object:

@@ -88,6 +88,10 @@ class LocalServerTarget(DeployTarget):
         if "canary_percent" in settings:
             raise ValueError("the local target serves one version at a time and has no canary: leave canary_percent "
                              "empty, or deploy to kubernetes, sagemaker or vertex")
+        unknown = sorted(set(settings) - {"state_dir", "host", "port"})
+        if unknown:
+            raise ValueError(f"unknown local endpoint settings {unknown}: a local server takes state_dir, host "
+                             f"and port (is the endpoint's connection missing its extra 'target'?)")
         if conn is not None:
             url = http_url(conn)
             if url is None:

@@ -142,3 +142,73 @@ def test_memory_filesystem_round_trip():
     manifest = write_snapshot(uri, TABLE)
     _, table = read_snapshot(uri)
     assert table.num_rows == 4 and artifacts.open_verified(uri).digest == manifest.digest
+
+
+def test_a_manifest_that_is_not_one_and_ambiguous_file_names_are_refused(tmp_path):
+    uri = f"file://{tmp_path}/snap"
+    write_snapshot(uri, TABLE)
+    manifest = artifacts.read_manifest(uri)
+    body = json.loads((tmp_path / "snap" / artifacts.MANIFEST_NAME).read_text())
+    del body["files"]
+    with pytest.raises(artifacts.ArtifactCorruptError, match="is not a valid manifest: 'files'"):
+        artifacts.Manifest.from_json(json.dumps(body), uri=uri)
+    name = manifest.files[0].name
+    twice = artifacts.Manifest(**{**manifest.__dict__, "files": manifest.files * 2})
+    with pytest.raises(artifacts.ArtifactCorruptError, match=f"lists 2 files named '{name}', expected exactly one"):
+        twice.file(name)
+    with pytest.raises(artifacts.ArtifactCorruptError, match="manifest digest does not match its file list"):
+        artifacts.verify(artifacts.Manifest(**{**manifest.__dict__, "digest": "0" * 64}))
+
+
+def test_a_written_file_is_a_write_only_stream_that_counts_and_hashes(tmp_path):
+    import hashlib
+
+    import pyarrow.parquet as pq
+
+    writer = artifacts.ArtifactWriter(f"file://{tmp_path}/a", kind="snapshot")
+    with writer.open("part.parquet") as f:
+        assert f.writable() and not f.readable() and not f.seekable() and not f.closed
+        pq.write_table(TABLE, f)  # a library writer that asks tell() and flushes
+        assert f.tell() == f.size > 0
+        f.flush()
+    assert f.closed
+    (entry,) = writer._entries
+    data = next((tmp_path / "a").glob("w-*/part.parquet")).read_bytes()
+    assert entry.sha256 == hashlib.sha256(data).hexdigest() and entry.size == len(data)
+
+
+def test_a_write_id_is_checked_and_a_write_commits_once(tmp_path):
+    with pytest.raises(ValueError, match="write_id may hold letters, digits"):
+        artifacts.ArtifactWriter(f"file://{tmp_path}/a", kind="snapshot", write_id="../escape")
+    writer = artifacts.ArtifactWriter(f"file://{tmp_path}/a", kind="snapshot", write_id="shard-1")
+    assert writer.adopt() == []  # nothing staged yet
+    writer.write_bytes("x.bin", b"x")
+    writer.commit(schema=[], row_count=None, lineage={})
+    with pytest.raises(RuntimeError, match="artifact already committed"):
+        writer.commit(schema=[], row_count=None, lineage={})
+    writer.abort()  # after the commit: a no-op, the artifact stays
+    assert artifacts.open_verified(f"file://{tmp_path}/a").files[0].name == "x.bin"
+    writer.remove_unlisted()
+
+
+def test_abort_and_cleanup_of_a_write_whose_files_are_gone_do_not_fail(tmp_path):
+    import shutil
+
+    writer = artifacts.ArtifactWriter(f"file://{tmp_path}/a", kind="snapshot")
+    writer.write_bytes("x.bin", b"x")
+    shutil.rmtree(tmp_path / "a")
+    writer.abort()  # best effort: nothing left to remove
+    writer.remove_unlisted()
+    writer._remove_stale_writes()
+    assert not (tmp_path / "a").exists()
+
+
+def test_a_copy_onto_an_identical_artifact_copies_nothing(tmp_path):
+    src, dest = f"file://{tmp_path}/src", f"file://{tmp_path}/dest"
+    write_snapshot(src, TABLE)
+    assert artifacts.copy_verified(src, src, kind="snapshot").uri == src  # onto itself
+    first = artifacts.copy_verified(src, dest, kind="snapshot")
+    stamp = (tmp_path / "dest" / artifacts.MANIFEST_NAME).stat().st_mtime_ns
+    again = artifacts.copy_verified(src, dest, kind="snapshot")
+    assert again.digest == first.digest and again.uri == first.uri
+    assert (tmp_path / "dest" / artifacts.MANIFEST_NAME).stat().st_mtime_ns == stamp  # not rewritten

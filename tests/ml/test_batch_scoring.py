@@ -93,3 +93,42 @@ def test_a_modified_snapshot_file_is_refused_before_scoring(tmp_path, model):
     with pytest.raises(artifacts.ArtifactCorruptError, match="does not match"):
         batch_scoring.score_shard(model, "1", str(tmp_path / "s"), shards[0], str(tmp_path / "p" / "w-x"))
     assert not (tmp_path / "p").exists() or not any((tmp_path / "p").rglob("*.parquet"))
+
+
+def test_a_shard_naming_a_file_the_snapshot_does_not_list_is_refused(tmp_path, model):
+    snapshot_in_row_groups(str(tmp_path / "s"), breast_cancer_table(), group_rows=100, files=1)
+    (shard,) = batch_scoring.plan_shards(str(tmp_path / "s"))
+    forged = {**shard, "parts": [["w-elsewhere/part-00000.parquet", 0, 0, 10]]}
+    with pytest.raises(artifacts.ArtifactCorruptError, match="names w-elsewhere/part-00000.parquet, which the "
+                                                             "snapshot's manifest does not list"):
+        batch_scoring.score_shard(model, "1", str(tmp_path / "s"), forged, str(tmp_path / "p" / "w-x"))
+
+
+def test_a_snapshot_without_the_model_features_leaves_no_partial_shard_and_progress_is_logged(tmp_path, model,
+                                                                                               caplog):
+    table = breast_cancer_table()
+    snapshot_in_row_groups(str(tmp_path / "other"), table.drop(["mean_radius"]), group_rows=100, files=1)
+    (shard,) = batch_scoring.plan_shards(str(tmp_path / "other"))
+    write = tmp_path / "p" / "w-x"
+    with pytest.raises(ValueError, match=r"the snapshot lacks the model's feature columns \['mean_radius'\]"):
+        batch_scoring.score_shard(model, "1", str(tmp_path / "other"), shard, str(write))
+    assert list(write.iterdir()) == []  # the temporary file is removed, no shard file appears
+    snapshot_in_row_groups(str(tmp_path / "s"), table, group_rows=100, files=1)
+    (shard,) = batch_scoring.plan_shards(str(tmp_path / "s"))
+    with caplog.at_level("INFO", logger="ml.batch_scoring"):
+        done = batch_scoring.score_shard(model, "1", str(tmp_path / "s"), shard, str(write), batch_rows=100,
+                                         progress_every=0)
+    assert done["rows"] == table.num_rows
+    assert f"shard 0: 100 of {table.num_rows} rows scored" in caplog.text
+
+
+def test_a_shard_on_an_object_store_appears_whole_by_a_copy(tmp_path, model):
+    import fsspec
+
+    snapshot_in_row_groups(str(tmp_path / "s"), breast_cancer_table(), group_rows=100, files=1)
+    (shard,) = batch_scoring.plan_shards(str(tmp_path / "s"))
+    done = batch_scoring.score_shard(model, "1", str(tmp_path / "s"), shard, "memory://scores/w-x")
+    memory = fsspec.filesystem("memory")
+    assert memory.ls("/scores/w-x", detail=False) == [f"/scores/w-x/{done['name']}"]  # no temporary left
+    with memory.open(f"/scores/w-x/{done['name']}", "rb") as f:
+        assert pq.read_table(f).num_rows == 569

@@ -165,6 +165,13 @@ BAD_CONFIGS = [
     (json.dumps({"estimator": "Ridge"}), "needs 'target'"),
     (json.dumps({**HGB, "target": "nope"}), "target column 'nope' is not in the snapshot"),
     (json.dumps({**HGB, "features": ["mean_radius", "ghost"]}), "feature columns ['ghost'] are not in the snapshot"),
+    (json.dumps({**HGB, "features": ["mean_radius", "target"]}), "target column 'target' is also listed as a feature"),
+    (json.dumps([HGB]), "config must be a JSON object, got list"),
+    (json.dumps({**HGB, "params": [30]}), "config 'params' must be a JSON object of estimator parameters"),
+    (json.dumps({**HGB, "features": "mean_radius"}), "config 'features' must be a list of column names"),
+    (json.dumps({**HGB, "features": []}), "config 'features' is an empty list"),
+    (json.dumps({**HGB, "exclude": "mean_radius"}), "config 'exclude' must be a list of column names"),
+    (json.dumps({**HGB, "seed": "42"}), "config 'seed' must be an integer, got '42'"),
 ]
 
 
@@ -206,6 +213,59 @@ def test_bad_data_exits_2(tmp_path, capsys, table, message):
     assert code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "m").exists()  # nothing written, so nothing half-written to read
+
+
+@pytest.mark.parametrize("table,config,message", [
+    (pa.table({"x": [1.0, 2.0], "target": [0.0, 1.0]}), {"exclude": ["x"]}, "no feature columns left"),
+    (pa.table({"x": [1.0, 2.0], "target": pa.array([None, None], pa.float64())}), {},
+     "the snapshot has no rows with a non-null target"),
+    (pa.table({"x": [1.0, 2.0], "target": [0.5, 1.0]}), {"estimator": "Ridge"}, "only 2 rows: too few"),
+    (pa.table({"x": [1.0, 2.0, 3.0, 4.0, 5.0], "target": [0.5, 1.0, 2.0, 3.0, 4.0]}),
+     {"estimator": "Ridge", "params": {"solver": "lbfgs"}}, "Ridge could not be fitted: 'lbfgs' solver"),
+])
+def test_data_a_model_cannot_be_trained_on_exits_2_writing_nothing(tmp_path, capsys, table, config, message):
+    snap = str(tmp_path / "s")
+    write_snapshot(snap, table)
+    code = train.main(["--data", snap, "--output", str(tmp_path / "m"), "--config",
+                       json.dumps({"estimator": "LogisticRegression", "target": "target", **config})])
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
+def test_rows_without_a_target_are_dropped_and_the_rest_trains(tmp_path):
+    table = breast_cancer_table()
+    target = table.column("target").to_pylist()
+    with_gaps = table.set_column(table.column_names.index("target"), "target",
+                                 pa.array([None if i % 10 == 0 else t for i, t in enumerate(target)], pa.int64()))
+    write_snapshot(str(tmp_path / "s"), with_gaps)
+    result = train.train(str(tmp_path / "s"), str(tmp_path / "m"), train.parse_config(HGB))
+    manifest = artifacts.read_manifest(result["model_uri"])
+    kept = table.num_rows - len(range(0, table.num_rows, 10))
+    assert manifest.extra["n_train"] + manifest.extra["n_test"] == kept and manifest.row_count == manifest.extra["n_train"]
+
+
+def test_a_config_file_and_a_lineage_that_is_not_an_object(cancer_snapshot, tmp_path, capsys):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(HGB))
+    code = train.main(["--data", cancer_snapshot, "--output", str(tmp_path / "m"), "--config", f"@{config}",
+                       "--lineage", "[1]"])
+    assert code == 2 and "--lineage must be a JSON object" in capsys.readouterr().err
+    assert train.main(["--data", cancer_snapshot, "--output", str(tmp_path / "m"), "--config", f"@{config}",
+                       "--lineage", '{"ticket": "ML-7"}']) == 0
+    assert artifacts.read_manifest(str(tmp_path / "m")).lineage["ticket"] == "ML-7"
+
+
+def test_a_failure_is_written_where_the_platform_reads_it_and_an_unwritable_place_is_ignored(tmp_path, capsys,
+                                                                                           monkeypatch):
+    failure = tmp_path / "failure"
+    monkeypatch.setenv("ML_TRAIN_FAILURE_FILE", str(failure))
+    assert train.main(["--data", str(tmp_path / "none"), "--output", str(tmp_path / "m"),
+                       "--config", json.dumps(HGB)]) == 2
+    assert failure.read_text().startswith("ml.train: exit code 2 (bad input, not retried): ")
+    monkeypatch.setenv("ML_TRAIN_FAILURE_FILE", str(tmp_path / "no-such-dir" / "failure"))
+    assert train.main(["--data", str(tmp_path / "none"), "--output", str(tmp_path / "m"),
+                       "--config", json.dumps(HGB)]) == 2  # still the clear error, not an OSError
 
 
 def test_snapshot_without_manifest_is_refused(tmp_path, capsys):

@@ -175,3 +175,32 @@ def test_sagemaker_waits_on_the_worker_when_not_deferrable(sagemaker_jobs, s3_bu
     bad = sagemaker_train(s3_bucket, config={**CONFIG, "target": "nope"}, deferrable=False, check_interval=1)
     with pytest.raises(AirflowFailException, match="not retried"):
         bad.execute(make_context(run_id="sync-bad"))
+
+
+def test_the_custom_job_carries_accelerators_and_the_service_account_and_refuses_local_paths(make_context):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from operators.train_vertex import VertexTrainOperator
+
+    settings = dict(task_id="train", config=CONFIG, image="europe-docker.pkg.dev/p/ml/ml-trainer:0.1.0",
+                    project_id="p", output_root="gs://b/models")
+    op = VertexTrainOperator(data_uri="gs://b/snapshots/interval=2", accelerator_type="NVIDIA_TESLA_T4",
+                             accelerator_count=1, service_account="trainer@p.iam.gserviceaccount.com", **settings)
+    job = op.custom_job(make_context())
+    (pool,) = job["job_spec"]["worker_pool_specs"]
+    assert pool["machine_spec"] == {"machine_type": "n1-standard-4", "accelerator_type": "NVIDIA_TESLA_T4",
+                                    "accelerator_count": 1}
+    assert job["job_spec"]["service_account"] == "trainer@p.iam.gserviceaccount.com"
+    local = VertexTrainOperator(data_uri="/data/snapshots/interval=2", **settings)
+    with pytest.raises(AirflowFailException, match="/data/snapshots/interval=2 is not a gs:// URI"):
+        local.custom_job(make_context())
+
+
+def test_a_cloud_trainer_without_its_image_says_which_setting_is_missing():
+    from operators.train_sagemaker import SageMakerTrainOperator
+    from operators.train_vertex import VertexTrainOperator
+
+    with pytest.raises(ValueError, match="VertexTrainOperator needs image= .*ML_TRAINER_IMAGE"):
+        VertexTrainOperator(task_id="t", data_uri="gs://b/s", config=CONFIG, image="", project_id="p")
+    with pytest.raises(ValueError, match="SageMakerTrainOperator needs image= .*role_arn="):
+        SageMakerTrainOperator(task_id="t", data_uri="s3://b/s", config=CONFIG, image="i", role_arn="")

@@ -55,6 +55,23 @@ def test_evaluate_scores_both_on_the_same_rows_and_records_them(tmp_path, monkey
     assert not again["promote"] and "already holds" in again["reason"]
 
 
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from ml.model_io import load_verified_model, read_holdout
+
+    with pytest.raises(AirflowFailException, match=r"direction must be one of .*got 'up'"):
+        EvaluateModelOperator(task_id="e", model_name="m", version=versions["bad"], direction="up").execute(
+            make_context())
+    with pytest.raises(AirflowFailException, match=r"metric 'rmse' is not computed for this model; choose one of \["):
+        EvaluateModelOperator(task_id="e", model_name="m", version=versions["bad"], metric="rmse").execute(
+            make_context())
+    # a champion trained on a column the candidate's snapshot no longer has cannot be compared on its rows
+    manifest, model = load_verified_model(str(tmp_path / "good"))
+    holdout = read_holdout(manifest).drop(["mean_radius"])
+    with pytest.raises(AirflowFailException, match=r"needs features \['mean_radius'\] that the held-out rows lack"):
+        EvaluateModelOperator._score(manifest, model, holdout, "target")
+
+
 def test_version_before_current_reads_the_ledger():
     ledger = [
         {"outcome": "serving", "version": "1", "previous_version": None},

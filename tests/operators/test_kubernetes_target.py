@@ -125,6 +125,32 @@ def test_failing_pods_of_the_old_replica_set_do_not_fail_the_new_rollout():
     assert rollout_status(deployment, replica_sets, pods, now=NOW).state == "progressing"
 
 
+def test_the_waiting_message_says_what_the_rollout_waits_for():
+    deployment, replica_sets, pods = scenario("complete")
+    status = deployment["status"]
+    status.update(replicas=4, updatedReplicas=3, readyReplicas=3, availableReplicas=3)
+    assert rollout_status(deployment, replica_sets, [], now=NOW).reason.endswith(
+        "1 old replicas are pending termination")
+    status.update(replicas=3, availableReplicas=2, unavailableReplicas=1)
+    status["conditions"] = [{"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+                             "message": 'pods "ml-churn-x" is forbidden: exceeded quota'}]
+    waiting = rollout_status(deployment, replica_sets, [], now=NOW)
+    assert waiting.state == "progressing"  # a quota may clear by itself before the progress deadline
+    assert waiting.reason.endswith("2 of 3 updated replicas are available (FailedCreate: pods \"ml-churn-x\" is "
+                                   "forbidden: exceeded quota)")
+
+
+def test_a_container_that_cannot_start_fails_the_rollout_at_once():
+    deployment, replica_sets, pods = scenario("crash_loop")
+    (container,) = pods[0]["status"]["containerStatuses"]
+    container["state"] = {"waiting": {"reason": "CreateContainerConfigError",
+                                      "message": 'secret "ml-storage-credentials" not found'}}
+    status = rollout_status(deployment, replica_sets, pods, now=NOW)
+    assert status.state == "failed" and status.reason == (
+        f"container serving of pod {pods[0]['metadata']['name']} cannot start (CreateContainerConfigError): "
+        'secret "ml-storage-credentials" not found')
+
+
 # ---------------------------------------------------------------------------------------- the hook
 class FakeApiServer:
     """Stands behind the provider hook's ApiClient: records each call as it would go on the wire
@@ -133,6 +159,7 @@ class FakeApiServer:
     def __init__(self, existing: dict | None = None):
         self.calls: list[dict] = []
         self.existing = existing or {}
+        self.errors: dict[tuple[str, str], tuple[int, str]] = {}  # (method, path) -> (status, body)
 
     def call_api(self, resource_path, method, path_params=None, query_params=None, header_params=None, body=None,
                  **kwargs):
@@ -141,9 +168,15 @@ class FakeApiServer:
                            "content_type": (header_params or {}).get("Content-Type"), "body": body})
         from kubernetes.client.exceptions import ApiException
 
+        if (method, path) in self.errors:
+            status, text = self.errors[method, path]
+            exc = ApiException(status=status, reason="Error")
+            exc.body = text
+            raise exc
         if method == "GET":
             if path in self.existing:
-                return self._typed(self.existing[path], kwargs.get("response_type"))
+                return self._typed(self.existing[path], kwargs.get("response_type")
+                                   or (kwargs.get("response_types_map") or {}).get(200))
             raise ApiException(status=404, reason="Not Found")
         if method == "PATCH" and body.get("metadata", {}).get("labels", {}).get("reject"):
             raise ApiException(status=422, reason="Unprocessable Entity")
@@ -163,6 +196,11 @@ def api_server(monkeypatch):
     from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
     from kubernetes.client import ApiClient
 
+    from kubernetes.client import Configuration
+
+    lenient = Configuration()
+    lenient.client_side_validation = False  # the fixtures hold only the fields a decision reads
+    monkeypatch.setattr(Configuration, "_default", lenient)
     server = FakeApiServer()
     client = ApiClient()
     monkeypatch.setattr(client, "call_api", server.call_api)
@@ -310,3 +348,106 @@ def test_a_failed_rollout_is_rolled_back_by_the_deploy_operator_with_the_reason(
 async def _first_event(trigger):
     async for event in trigger.run():
         return event.payload
+
+
+# ---------------------------------------------------------------------------------------- API errors and reads
+DEPLOYMENT = "/apis/apps/v1/namespaces/ml-production/deployments/ml-churn"
+PODS = "/api/v1/namespaces/ml-production/pods"
+
+
+def test_what_serves_is_read_from_the_deployment_annotations(api_server):
+    target = get_target(None, "churn", "ml_endpoint_k8s")
+    assert target.current() is None  # no Deployment yet
+    unmanaged = endpoint_objects("churn", "1", V1.uri, target.spec)[0]
+    del unmanaged["metadata"]["annotations"]
+    api_server.existing[DEPLOYMENT] = unmanaged
+    assert target.current() is None  # a Deployment someone else made is not a served version
+    api_server.existing[DEPLOYMENT] = scenario("complete")[0]
+    assert target.current() == Served("2", "s3://ml/models/churn/interval=2", live=True)
+
+
+def test_an_api_server_error_that_may_pass_is_raised_not_taken_for_a_refusal(api_server):
+    from kubernetes.client.exceptions import ApiException
+
+    target = get_target(None, "churn", "ml_endpoint_k8s")
+    api_server.errors["PATCH", DEPLOYMENT] = (503, "etcdserver: leader changed")
+    with pytest.raises(ApiException) as raised:
+        target.deploy(V2)
+    assert raised.value.status == 503 and not isinstance(raised.value, DeployRefusedError)
+    api_server.errors["GET", DEPLOYMENT] = (500, "internal error")
+    with pytest.raises(ApiException):
+        target.current()  # not "nothing serves", which would make a rollback impossible
+
+
+def test_a_canary_smoke_test_goes_to_a_ready_canary_pod_and_none_ready_is_an_endpoint_error(api_server):
+    from operators.endpoint_client import EndpointError
+
+    target = get_target(None, "churn", "ml_endpoint_k8s")
+    target.in_flight = {"track": "canary"}
+    api_server.existing[PODS] = {"items": [
+        {"metadata": {"name": "ml-churn-canary-a"}, "status": {"conditions": [{"type": "Ready", "status": "False"}]}},
+        {"metadata": {"name": "ml-churn-canary-b"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}]}
+    target.invoke([[1.0]])
+    listing, call = api_server.calls
+    assert listing["path"] == PODS and listing["query"]["labelSelector"].endswith("ml-pipelines.io/track=canary")
+    assert call["path"] == "/api/v1/namespaces/ml-production/pods/ml-churn-canary-b:http/proxy/invocations"
+    api_server.existing[PODS] = {"items": [{"metadata": {"name": "ml-churn-canary-a"}, "status": {}}]}
+    with pytest.raises(EndpointError, match="no ready canary pod of ml-churn in ml-production"):
+        target.invoke([[1.0]])
+
+
+def test_an_error_answer_to_the_smoke_test_is_an_endpoint_error_with_its_status(api_server):
+    from operators.endpoint_client import EndpointError
+
+    target = get_target(None, "churn", "ml_endpoint_k8s")
+    path = "/api/v1/namespaces/ml-production/services/ml-churn:http/proxy/invocations"
+    api_server.errors["POST", path] = (503, "no endpoints available for service")
+    with pytest.raises(EndpointError, match="answered 503: no endpoints available") as raised:
+        target.invoke([[1.0]])
+    assert raised.value.status == 503
+
+
+@pytest.fixture
+def async_api_server(api_server, monkeypatch):
+    """The same fake behind the async hook the trigger uses (kubernetes_asyncio's ApiClient)."""
+    import contextlib
+
+    from airflow.providers.cncf.kubernetes.hooks.kubernetes import AsyncKubernetesHook
+    from kubernetes_asyncio.client import ApiClient
+
+    from kubernetes.client.exceptions import ApiException
+    from kubernetes_asyncio.client.exceptions import ApiException as AsyncApiException
+
+    async def call_api(*args, **kwargs):
+        try:
+            return api_server.call_api(*args, **kwargs)
+        except ApiException as exc:  # as kubernetes_asyncio raises it
+            raise AsyncApiException(status=exc.status, reason=exc.reason) from None
+
+    @contextlib.asynccontextmanager
+    async def get_conn(self):
+        assert self.conn_id == "kube_prod"  # the handle's kube connection
+        async with ApiClient() as client:  # made inside the loop, as the hook does
+            client.call_api = call_api
+            yield client
+
+    monkeypatch.setattr(AsyncKubernetesHook, "get_conn", get_conn)
+    return api_server
+
+
+def test_the_trigger_reads_the_rollout_through_the_async_hook(async_api_server):
+    handle = get_target(None, "churn", "ml_endpoint_k8s").deploy(V2)
+    deployment, replica_sets, pods = scenario("image_pull")
+    async_api_server.existing[DEPLOYMENT] = deployment
+    async_api_server.existing["/apis/apps/v1/namespaces/ml-production/replicasets"] = {"items": replica_sets}
+    async_api_server.existing[PODS] = {"items": pods}
+    async_api_server.calls.clear()
+    status = asyncio.run(KubernetesTarget.status(handle))
+    assert status.state == "failed" and "ImagePullBackOff" in status.reason
+    assert [c["path"] for c in async_api_server.calls] == [
+        DEPLOYMENT, "/apis/apps/v1/namespaces/ml-production/replicasets", PODS]
+    assert async_api_server.calls[2]["query"]["labelSelector"] == (
+        "app.kubernetes.io/instance=ml-churn,app.kubernetes.io/name=ml-serving")
+    del async_api_server.existing[DEPLOYMENT]  # deleted by hand mid-rollout
+    status = asyncio.run(KubernetesTarget.status(handle))
+    assert status.state == "failed" and "no longer exists" in status.reason

@@ -181,3 +181,49 @@ def test_a_canary_percent_asked_per_run_makes_the_update_a_blue_green_canary():
 def test_the_local_target_refuses_a_canary_with_a_reason():
     with pytest.raises(ValueError, match="no canary"):
         get_target("local", "churn", None, {"canary_percent": 10})
+
+
+def test_a_retried_deploy_reuses_what_the_first_try_made_and_uploads_nothing_twice(models, aws, s3_bucket):
+    target = get_target("sagemaker", "churn", "ml_endpoint_sm")
+    first = target.deploy(models["v1"])
+    again = get_target("sagemaker", "churn", "ml_endpoint_sm")._ensure_config(target._hook(), models["v1"])
+    assert again == (first["endpoint_config"], {"model": first["facts"]["model"],
+                                                "endpoint_config": first["endpoint_config"], "reused": True})
+    # a try that died after CreateModel, before CreateEndpointConfig: the Model and the tarball exist
+    sagemaker().delete_endpoint_config(EndpointConfigName=first["endpoint_config"])
+    key = first["facts"]["model_data"].split(f"s3://{s3_bucket}/", 1)[1]
+    uploaded = boto3.client("s3").head_object(Bucket=s3_bucket, Key=key)["LastModified"]
+    config_name, facts = target._ensure_config(target._hook(), models["v1"])
+    assert config_name == first["endpoint_config"] and "reused" not in facts
+    assert boto3.client("s3").head_object(Bucket=s3_bucket, Key=key)["LastModified"] == uploaded  # not re-sent
+    assert sagemaker().describe_endpoint_config(EndpointConfigName=config_name)["ProductionVariants"][0][
+        "ModelName"] == first["facts"]["model"]
+
+
+def test_a_model_error_from_the_container_is_an_endpoint_error_with_its_status(models, aws):
+    from operators.endpoint_client import EndpointError
+
+    target = get_target("sagemaker", "churn", "ml_endpoint_sm")
+    target.deploy(models["v1"])
+    with pytest.raises(EndpointError, match="InvokeEndpoint ml-churn: .*ModelError") as raised:
+        target.invoke([[1.0, 2.0]])  # two values for a model of thirty features
+    assert raised.value.status == 424
+
+
+def test_a_rollback_of_an_endpoint_deleted_meanwhile_says_to_deploy_again(models, aws):
+    target = get_target("sagemaker", "churn", "ml_endpoint_sm")
+    target.deploy(models["v1"])
+    second = target.deploy(models["v2"])
+    sagemaker().delete_endpoint(EndpointName="ml-churn")
+    with pytest.raises(RuntimeError, match="endpoint ml-churn no longer exists; deploy version 1 again"):
+        target_from_handle(second).rollback(models["v1"])
+
+
+def test_linear_traffic_shifting_and_bounds_of_the_shares():
+    base = {"image": IMAGE, "role_arn": ROLE, "model_data_prefix": "s3://b/models"}
+    spec = SageMakerSpec.from_settings({**base, "traffic_routing": "linear", "linear_step_percent": 25})
+    routing = spec.deployment_config()["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]
+    assert routing["Type"] == "LINEAR" and routing["LinearStepSize"] == {"Type": "CAPACITY_PERCENT", "Value": 25}
+    assert SageMakerSpec.from_settings(base).deployment_config() is None  # all at once, no alarms: a plain update
+    with pytest.raises(ValueError, match="canary_percent must be between 1 and 99, got 100"):
+        SageMakerSpec.from_settings({**base, "traffic_routing": "canary", "canary_percent": 100})

@@ -197,3 +197,36 @@ def test_an_asset_alias_outlet_records_the_asset_named_at_run_time(sqlite_source
     ((asset, extra),) = added
     assert asset.name == "other_model.snapshots" and asset.uri == str(tmp_path / "other_model")
     assert extra == {"uri": result["uri"], "digest": result["digest"], "row_count": 100}
+
+
+def test_a_failure_while_writing_parquet_stops_the_read_and_is_raised(tmp_path):
+    """The Parquet writer thread fails on a batch (here a type that does not match the schema):
+    the writer's error is raised on the reading side (which never blocks on a full queue), and
+    nothing half-written is kept."""
+    import pyarrow as pa
+
+    from ml import artifacts
+
+    op = SqlToParquetOperator(task_id="extract", conn_id="x", sql="SELECT 1", snapshot_root=str(tmp_path),
+                              batch_rows=2)
+    schema = pa.schema([("x", pa.float64())])
+    def batches():
+        for values in ([1.0, 2.0], ["a", "b"], *([[3.0, 4.0]] * 20)):
+            yield pa.record_batch([pa.array(values)], names=["x"])
+
+    writer = artifacts.ArtifactWriter(str(tmp_path / "snap"), "snapshot")
+    with pytest.raises((pa.ArrowInvalid, pa.ArrowTypeError, ValueError)):
+        op._write_parquet(writer, schema, batches())
+    writer.abort()
+    assert not artifacts.manifest_exists(str(tmp_path / "snap"))
+
+
+def test_an_unknown_extract_source_names_the_ones_there_are_and_no_time_to_extract_to_fails():
+    from airflow.sdk.exceptions import AirflowException
+
+    from operators.sql_to_parquet import extract_operator, extraction_window
+
+    with pytest.raises(ValueError, match=r"source must be one of .*got 'oracle' \(set ML_EXTRACT_FROM\)"):
+        extract_operator("oracle", conn_id="x", task_id="extract")
+    with pytest.raises(AirflowException, match="neither a data interval nor a run_after time"):
+        extraction_window({"data_interval_start": None, "data_interval_end": None, "dag_run": None})

@@ -225,3 +225,42 @@ def test_on_kill_deletes_the_pod_through_the_client():
     with mock.patch.object(KubernetesTrainOperator, "client") as client:
         op.on_kill()
     client.delete_namespaced_pod.assert_called_once_with(name="train-train-abc", namespace="ml")
+
+
+def test_a_local_trainer_dies_with_the_task_process_that_started_it(tmp_path):
+    """A task process killed (timeout, OOM, a kill -9 of the worker) takes its trainer with it, so
+    no orphan keeps writing beside the retry; the control child, started without it, survives."""
+    import os
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    def state(pid: int) -> str:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return "gone"
+
+    pids = tmp_path / "pids"
+    task = ("import os, subprocess, sys\n"
+            "from operators.train_model import _die_with_parent\n"
+            "sleep = [sys.executable, '-c', 'import time; time.sleep(120)']\n"
+            "tied = subprocess.Popen(sleep, preexec_fn=_die_with_parent)\n"
+            "control = subprocess.Popen(sleep)\n"
+            f"open({str(pids)!r}, 'w').write(f'{{tied.pid}} {{control.pid}}')\n"
+            "os._exit(0)\n")  # the task process dies without cleaning up
+    subprocess.run([sys.executable, "-c", task], check=True, cwd=Path(__file__).resolve().parents[2], timeout=60)
+    tied, control = map(int, pids.read_text().split())
+    try:
+        deadline = time.monotonic() + 10
+        while state(tied) not in ("gone", "Z") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert state(tied) in ("gone", "Z")  # killed (a zombie until its new parent reaps it)
+        assert state(control) in ("S", "R")
+    finally:
+        for pid in (tied, control):
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass

@@ -150,3 +150,35 @@ def test_a_local_artifact_without_staging_is_refused(models, vertex):
 def test_bad_settings_say_what_is_wrong(settings, message):
     with pytest.raises(ValueError, match=message):
         VertexSpec.from_settings(settings)
+
+
+def test_rows_the_model_refuses_are_an_endpoint_error_with_the_status(models, vertex):
+    from operators.endpoint_client import EndpointError
+
+    target = get_target("vertex", "churn", "ml_endpoint_vertex")
+    target.deploy(models["v1"])
+    with pytest.raises(EndpointError, match="Vertex AI predict on endpoint .*row 0 has 2 values") as raised:
+        target.invoke([[1.0, 2.0]])
+    assert raised.value.status == 400
+
+
+def test_a_deployed_model_that_lost_its_traffic_is_a_failed_deploy(models, vertex):
+    target = get_target("vertex", "churn", "ml_endpoint_vertex")
+    handle = target.deploy(models["v1"])
+    vertex.endpoint.traffic_split = {}  # someone moved the traffic away by hand
+    status = asyncio.run(VertexTarget.status(handle))
+    assert status.state == "failed" and "is deployed but takes no traffic" in status.reason
+    assert target.current() is None  # nothing takes traffic: nothing serves
+
+
+def test_a_rollback_whose_previous_model_was_undeployed_meanwhile_says_to_deploy_again(models, vertex):
+    target = get_target("vertex", "churn", "ml_endpoint_vertex", {"canary_percent": 10})
+    target.deploy(models["v1"])
+    second = target.deploy(models["v2"])
+    old_id = second["previous_deployed_model"]
+    vertex.endpoint.traffic_split = {k: v for k, v in vertex.endpoint.traffic_split.items() if k != old_id}
+    kept = [d for d in vertex.endpoint.deployed_models if d.id != old_id]
+    del vertex.endpoint.deployed_models[:]
+    vertex.endpoint.deployed_models.extend(kept)
+    with pytest.raises(RuntimeError, match="served version 1 is gone from endpoint .*deploy version 1 again"):
+        target_from_handle(second).rollback(models["v1"])

@@ -180,3 +180,22 @@ def test_an_unknown_source_names_the_ones_there_are():
 
     with pytest.raises(ValueError, match="source must be one of \\('sql', 'redshift', 'bigquery'\\)"):
         extract_operator("snowflake", conn_id="x", task_id="extract", sql="SELECT 1", snapshot_root="s3://b/s")
+
+
+def test_export_files_that_are_not_parquet_or_disagree_on_schema_are_refused(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ml import artifacts
+
+    pq.write_table(pa.table({"x": [1.0], "label": [0]}), tmp_path / "part-0.parquet")
+    pq.write_table(pa.table({"x": ["a"], "label": [0]}), tmp_path / "part-1.parquet")
+    (tmp_path / "manifest").write_text("a warehouse's own listing")
+    entry = lambda name: artifacts.FileEntry(name, "0" * 64, 1)  # noqa: E731
+    op = redshift_extract("bucket")
+    schema, rows = op._footers(str(tmp_path), [entry("part-0.parquet")])
+    assert schema.names == ["x", "label"] and rows == 1
+    with pytest.raises(artifacts.ArtifactCorruptError, match="part-1.parquet has schema x: string"):
+        op._footers(str(tmp_path), [entry("part-0.parquet"), entry("part-1.parquet")])
+    with pytest.raises(artifacts.ArtifactCorruptError, match="manifest from the export is not Parquet"):
+        op._footers(str(tmp_path), [entry("manifest")])

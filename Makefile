@@ -5,6 +5,10 @@ UV_VERSION := 0.13.8
 VENV := .venv
 UV := .tools/bin/uv
 export UV_CACHE_DIR := $(CURDIR)/.cache/uv
+# Compile every installed module once at install (~1 min): where bytecode is never written
+# (PYTHONDONTWRITEBYTECODE, read-only installs) each process otherwise compiles what it imports
+# again, and a model server's first start took 7 s instead of 2.3 s on a fresh clone.
+export UV_COMPILE_BYTECODE := 1
 
 PORT ?= 8080
 
@@ -62,6 +66,7 @@ benchmarks: venv
 	$(VENV)/bin/python benchmarks/dag_parse.py
 	$(VENV)/bin/python benchmarks/extract.py
 	$(VENV)/bin/python benchmarks/serving.py
+	$(VENV)/bin/python benchmarks/serving_profile.py
 	$(VENV)/bin/python benchmarks/pipeline.py
 	$(VENV)/bin/python benchmarks/batch_scoring.py
 

@@ -18,6 +18,7 @@ Needs wrk (Debian/Ubuntu: apt-get install wrk).   python benchmarks/serving.py [
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -52,6 +53,29 @@ def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120
         except OSError:
             time.sleep(0.2)
     raise SystemExit(f"{url} not ready after {timeout}s")
+
+
+@contextlib.contextmanager
+def running(command, work: Path, env: dict, health: str = "/ping"):
+    """``command(port)`` started on a free port in a session of its own; yields its URL and log
+    once ``health`` answers 200; stopped afterwards (SIGTERM, then SIGKILL after 30 s: MLServer's
+    inference pool outlives a SIGTERM)."""
+    port = free_port()
+    log = work / f"{port}.log"
+    proc = subprocess.Popen(command(port), stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=env, cwd=work,
+                            start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url, proc, log, health=health)
+        yield url, log
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 15)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
+                proc.wait(timeout=30)
 
 
 def alternative_python(name: str) -> Path:
@@ -145,7 +169,6 @@ def main() -> None:
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: apt-get install wrk (it drives every server with the same load)")
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "PYTHONPATH": str(REPO)}
-    procs = []
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         work = Path(tmp)
         ours_uri, mlflow_uri, row = build_models(work)
@@ -171,33 +194,16 @@ def main() -> None:
                                                                  "datatype": "FP64", "data": [row]}]})),
         }
         results = {}
-        try:
-            for name, (key, command, health, path, body) in servers.items():
-                if key not in only:
-                    continue
-                port = free_port()
-                log = work / f"{port}.log"
-                proc = subprocess.Popen(command(port), stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=env,
-                                        cwd=work, start_new_session=True)
-                procs.append(proc)
-                url = f"http://127.0.0.1:{port}"
-                wait_ready(url, proc, log, health=health)
+        for name, (key, command, health, path, body) in servers.items():
+            if key not in only:
+                continue
+            with running(command, work, env, health) as (url, log):
                 check = wrk(url, body, 1, path=path)  # warm-up, and every server must answer 2xx
                 if check["non_2xx"] or check["socket_errors"]:
                     raise SystemExit(f"{name} did not answer the benchmark's request:\n{log.read_text()[-3000:]}")
                 results[name] = wrk(url, body, args.seconds, path=path)
-                print(f"  {name:<28} {results[name]['rps']:8.0f} req/s", flush=True)
-                os.killpg(proc.pid, 15)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:  # MLServer's inference pool outlives a SIGTERM
-                    os.killpg(proc.pid, 9)
-                    proc.wait(timeout=30)
-        finally:
-            for proc in procs:
-                if proc.poll() is None:
-                    os.killpg(proc.pid, 9)
-    print(f"\nHistGradientBoostingClassifier, 10 features; single-row JSON, 8 connections, {args.seconds} s, wrk -t1")
+            print(f"  {name:<28} {results[name]['rps']:8.0f} req/s", flush=True)
+    print(f"\nHistGradientBoostingClassifier, 100 trees, 10 features; single-row JSON, 8 connections, {args.seconds} s, wrk -t1")
     print(f"{'server':<30}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'ml.serve is':>13}")
     ours = results.get("ml.serve (this project)")
     for name, r in results.items():

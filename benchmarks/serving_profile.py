@@ -19,14 +19,13 @@ import http.client
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serving import BIN, REPO, build_models, free_port, wait_ready  # noqa: E402
+from serving import BIN, REPO, build_models, running  # noqa: E402
 
 
 def per_call_us(fn, n: int) -> float:
@@ -111,29 +110,15 @@ def main() -> None:
             0.0, through_batcher - stages["estimator.predict, one row"])
 
         trips = {}
-        procs = []
-        try:
-            for name, command in {
-                "ml.serve (this project)": lambda port: [
-                    sys.executable, "-m", "ml.serve", "--model", ours_uri, "--host", "127.0.0.1", "--port",
-                    str(port)],
-                "mlflow models serve": lambda port: [
-                    str(BIN / "mlflow"), "models", "serve", "-m", mlflow_uri, "--env-manager", "local",
-                    "-h", "127.0.0.1", "-p", str(port)],
-            }.items():
-                port = free_port()
-                log = work / f"{port}.log"
-                proc = subprocess.Popen(command(port), stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=env,
-                                        cwd=work, start_new_session=True)
-                procs.append(proc)
-                wait_ready(f"http://127.0.0.1:{port}", proc, log)
-                trips[name] = round_trip_us(port, body, n)
-                os.killpg(proc.pid, 15)
-                proc.wait(timeout=30)
-        finally:
-            for proc in procs:
-                if proc.poll() is None:
-                    os.killpg(proc.pid, 9)
+        for name, command in {
+            "ml.serve (this project)": lambda port: [
+                sys.executable, "-m", "ml.serve", "--model", ours_uri, "--host", "127.0.0.1", "--port", str(port)],
+            "mlflow models serve": lambda port: [
+                str(BIN / "mlflow"), "models", "serve", "-m", mlflow_uri, "--env-manager", "local",
+                "-h", "127.0.0.1", "-p", str(port)],
+        }.items():
+            with running(command, work, env) as (url, _):
+                trips[name] = round_trip_us(int(url.rsplit(":", 1)[1]), body, n)
 
     ours = trips["ml.serve (this project)"]
     stages["HTTP, ASGI, access log, loopback (the rest)"] = max(0.0, ours - sum(stages.values()))

@@ -66,6 +66,7 @@ def main() -> None:
 
     threadpool_limits(1)  # as the server's predict thread runs (--predict-threads 1)
 
+    from ml.serving.app import ServeConfig
     from ml.serving.batcher import MicroBatcher
     from ml.serving.inputs import parse_body
     from ml.serving.model import load_model
@@ -89,7 +90,7 @@ def main() -> None:
         }
 
         async def batcher_us() -> float:
-            batcher = MicroBatcher(max_batch=64, max_wait=0.00025)
+            batcher = MicroBatcher(max_batch=64, max_wait=ServeConfig.max_wait_ms / 1000)  # the server's default
             batcher.start()
             try:
                 for _ in range(50):

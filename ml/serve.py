@@ -46,7 +46,8 @@ def parse_args(argv: list[str] | None = None):
                    help="processes; each batches on its own. Hot swaps go to one process: use 1 with the admin endpoint")
     p.add_argument("--max-batch", type=int, default=_env("MAX_BATCH", d.max_batch), help="rows per predict call")
     p.add_argument("--max-wait-ms", type=float, default=_env("MAX_WAIT_MS", d.max_wait_ms),
-                   help="longest wait for a batch to fill")
+                   help="longest wait for the requests a batch expects: as many as the last batch held (one "
+                        "fewer each time fewer come) and those still being read")
     p.add_argument("--predict-threads", type=int, default=_env("PREDICT_THREADS", d.predict_threads),
                    help="OpenMP/BLAS threads per predict; 1 keeps them from starving the event loop")
     p.add_argument("--max-body-bytes", type=int, default=_env("MAX_BODY_BYTES", d.max_body_bytes))

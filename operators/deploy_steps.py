@@ -17,8 +17,26 @@ DEPLOY_TARGET = os.environ.get("ML_DEPLOY_TARGET") or None
 # password), or a Kubernetes endpoint's settings as extras. Absent: the local target starts and
 # manages a server on the worker's machine.
 ENDPOINT_CONN_ID = os.environ.get("ML_ENDPOINT_CONN_ID", "ml_endpoint")
+
+
+def seconds_from_environment(name: str) -> float | None:
+    """``name``'s value as seconds, None when unset; a clear error (it surfaces as the DAG's
+    import error in the UI) when it is not a number >= 0."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:  # NaN too
+        raise ValueError(f"{name}={text!r}: give a number of seconds >= 0 (e.g. 0 to defer at once, 30 "
+                         f"to wait in the task first), or unset it for the target's own")
+    return seconds
+
+
 # Seconds the deploy waits in the task before deferring to the triggerer; unset: the target's own.
-WAIT_IN_TASK = float(os.environ["ML_DEPLOY_WAIT_IN_TASK"]) if os.environ.get("ML_DEPLOY_WAIT_IN_TASK") else None
+WAIT_IN_TASK = seconds_from_environment("ML_DEPLOY_WAIT_IN_TASK")
 
 
 def endpoint_asset(endpoint: str = ENDPOINT) -> Asset:

@@ -35,7 +35,7 @@ class ServeConfig:
     alias: str = "production"
     tracking_uri: str | None = None
     max_batch: int = 64
-    max_wait_ms: float = 0.25
+    max_wait_ms: float = 1.0
     predict_threads: int = 1
     max_body_bytes: int = 1 << 20
     max_rows: int = 10_000
@@ -202,13 +202,17 @@ class ModelServer:
         raise AssertionError(path)
 
     async def _invocations(self, headers: dict, receive) -> tuple[int, bytes, bytes]:
-        body = await _read_body(receive, headers, self.config.max_body_bytes)
-        model = self.current
-        if model is None:
-            return 503, _error("no model loaded yet"), b"application/json"
-        matrix = parse_body(body, headers.get("content-type", ""), model.schema, self.config.max_rows)
-        async with asyncio.timeout(self.config.predict_timeout_s):
-            predictions = await self.batcher.predict(model, matrix)
+        batcher = self.batcher
+        batcher.coming()
+        try:
+            body = await _read_body(receive, headers, self.config.max_body_bytes)
+            model = self.current
+            if model is None:
+                return 503, _error("no model loaded yet"), b"application/json"
+            matrix = parse_body(body, headers.get("content-type", ""), model.schema, self.config.max_rows)
+        finally:
+            batcher.came()
+        predictions = await batcher.predict(model, matrix, self.config.predict_timeout_s)
         return 200, orjson.dumps({"predictions": predictions, "model_version": model.version},
                                  option=orjson.OPT_SERIALIZE_NUMPY), b"application/json"
 

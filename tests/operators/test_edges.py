@@ -170,3 +170,15 @@ def test_an_endpoint_connection_without_an_admin_token_is_refused_naming_it():
 
     with pytest.raises(ValueError, match="endpoint prod at http://models:8080: the connection needs the admin token"):
         LocalServerTarget("prod", url="http://models:8080")
+
+
+def test_a_wait_in_task_that_is_not_seconds_is_refused_naming_the_variable(monkeypatch):
+    from operators.deploy_steps import seconds_from_environment
+
+    for given, seconds in (("", None), (" 0 ", 0.0), ("12.5", 12.5)):
+        monkeypatch.setenv("ML_DEPLOY_WAIT_IN_TASK", given)
+        assert seconds_from_environment("ML_DEPLOY_WAIT_IN_TASK") == seconds
+    for bad in ("thirty", "-1", "nan"):
+        monkeypatch.setenv("ML_DEPLOY_WAIT_IN_TASK", bad)
+        with pytest.raises(ValueError, match=rf"ML_DEPLOY_WAIT_IN_TASK='{bad}': give a number of seconds >= 0"):
+            seconds_from_environment("ML_DEPLOY_WAIT_IN_TASK")

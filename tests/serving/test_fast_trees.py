@@ -41,6 +41,8 @@ def test_predictions_are_the_same_bits_as_scikit_learn(estimator, classes):
             rows = probe[start:start + size]
             assert np.array_equal(fast._raw_predict(rows), model._raw_predict(rows))
             assert np.array_equal(fast.predict(rows), model.predict(rows))
+    complete = np.nan_to_num(probe[:MAX_ROWS])  # no missing value: the walk's other branch
+    assert np.array_equal(fast.predict(complete), model.predict(complete))
     big = probe[:MAX_ROWS + 1]  # scikit-learn's own walk
     assert np.array_equal(fast.predict(big), model.predict(big))
 

@@ -1,7 +1,7 @@
 """ml_training_pipeline: extract -> wait for snapshot -> train -> wait for model -> register
 -> evaluate (candidate vs production, same held-out rows) -> gate -> promote (move the
 production alias) -> deploy if Param ``deploy`` (wait, smoke test, automatic rollback), with
-every deploy in the ledger. Task results travel as XComArgs (``task.output[...]``).
+every deploy in the ledger; a failed deploy puts the alias back. Task results travel as XComArgs (``task.output[...]``).
 
 Deployment settings come from the environment (read here, cheaply, at parse time); what a
 person may change per run is a Param in the trigger form. Heavy libraries are imported
@@ -24,7 +24,7 @@ from operators.artifact_root import artifact_root
 from operators.artifact_sensor import ArtifactSensor
 from operators.deploy_steps import ENDPOINT, deploy_steps
 from operators.evaluate_model import DIRECTIONS, EvaluateModelOperator
-from operators.promote_model import PromoteModelOperator
+from operators.promote_model import PromoteModelOperator, RestoreAliasesOperator
 from operators.published_snapshots import training_snapshots_asset
 from operators.register_model import RegisterModelOperator
 from operators.sql_to_parquet import extract_operator
@@ -208,6 +208,10 @@ with DAG(
         model_name="{{ params.model_name }}", version=register.output["version"],
         reason="deploy after training run {{ run_id }}", canary_percent="{{ params.canary_percent }}")
     skip_deploy = EmptyOperator(task_id="skip_deploy")
+    # only when the deploy failed: the registry must not call a refused version "production"
+    restore_aliases = RestoreAliasesOperator(task_id="restore_aliases", model_name="{{ params.model_name }}",
+                                             promote_task_id="promote")
+    deploy >> restore_aliases
     chain(extract, wait_for_snapshot, train, wait_for_model, register, evaluate, gate(evaluate.output),
           [promote, keep_production])
     chain(promote, deploy_or_not(), [deploy, skip_deploy])

@@ -42,12 +42,13 @@ def test_training_pipeline_shape_schedule_and_params(dagbag):
     order = [t.task_id for t in dag.topological_sort()]
     assert order[:7] == ["extract", "wait_for_snapshot", "train", "wait_for_model", "register", "evaluate", "gate"]
     assert set(order[7:]) == {"promote", "keep_production", "deploy_or_not", "deploy", "skip_deploy",
-                              "record_ledger", "fail_if_deploy_failed"}
+                              "record_ledger", "fail_if_deploy_failed", "restore_aliases"}
     # The gate decides promotion; Param `deploy` only decides whether the promoted version is deployed.
     assert dag.get_task("gate").downstream_task_ids == {"promote", "keep_production"}
     assert dag.get_task("promote").downstream_task_ids == {"deploy_or_not"}
     assert dag.get_task("deploy_or_not").downstream_task_ids == {"deploy", "skip_deploy"}
-    assert dag.get_task("deploy").downstream_task_ids == {"record_ledger", "fail_if_deploy_failed"}
+    assert dag.get_task("deploy").downstream_task_ids == {"record_ledger", "fail_if_deploy_failed", "restore_aliases"}
+    assert dag.get_task("restore_aliases").trigger_rule == "all_failed"  # a failed deploy puts the alias back
     assert dag.get_task("record_ledger").trigger_rule == "all_done"
     assert dag.get_task("fail_if_deploy_failed").trigger_rule == "one_failed"
     # cron (backfills get real data intervals) or a published training snapshot

@@ -133,3 +133,29 @@ def test_gate_keeps_a_worse_v2_then_ml_deploy_deploys_it_and_rolls_back_from_the
                     conf='{"action": "rollback", "model": "it_classifier"}')
     assert "rollback: the ledger says 1 served before the current version" in log
     assert endpoint(home)[1] == "1"
+
+
+def test_a_deploy_that_fails_puts_the_production_alias_back(pipeline_env):
+    """The gate promotes a new model's first version, the endpoint refuses it (nothing listens at
+    its connection's port): the run fails, the version stays registered, and the production
+    alias goes back to what it was (unset), so batch scoring never scores with a refused model."""
+    import socket
+
+    from mlflow.exceptions import MlflowException
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    env = {**pipeline_env["env"], "ML_MODEL_NAME": "it_refused", "ML_ENDPOINT": "it-refused",
+           "AIRFLOW_CONN_ML_ENDPOINT": json.dumps({"conn_type": "http", "host": "127.0.0.1", "port": port,
+                                                   "password": "token"})}
+    proc = subprocess.run([str(BIN / "airflow"), "dags", "test", "ml_training_pipeline", LOGICAL_DATE],
+                          env=env, capture_output=True, text=True, timeout=600)
+    log = proc.stdout + proc.stderr
+    (pipeline_env["home"] / "dags-test-refused.log").write_text(log)
+    assert "state=failed" in log and "Alias it_refused@production: None -> 1" in log, log[-4000:]
+    assert "Alias it_refused@production back to unset (version 1 failed to deploy)" in log, log[-4000:]
+    client = MlflowClient(tracking_uri=pipeline_env["registry"])
+    with pytest.raises(MlflowException):
+        client.get_model_version_by_alias("it_refused", "production")
+    assert [v.version for v in client.search_model_versions("name = 'it_refused'")] in (["1"], [1])

@@ -11,7 +11,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from ml import artifacts, train
 from operators import register_model
 from operators.register_model import RegisterModelOperator
-from tests.helpers import breast_cancer_table, write_snapshot
+from tests.helpers import FakeTaskInstance, breast_cancer_table, write_snapshot
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +115,37 @@ def test_invalid_name_and_missing_registry_fail_clearly(models, make_context, mo
     op = RegisterModelOperator(task_id="r", model_uri=models["a"], model_name="cancer", mlflow_conn_id="missing")
     with pytest.raises(AirflowException, match="No MLflow registry configured"):
         op.execute(make_context())
+
+
+def test_a_failed_deploy_puts_the_aliases_back_unless_moved_again_since(registry, models, make_context):
+    from operators.promote_model import PromoteModelOperator, RestoreAliasesOperator
+
+    register(models["a"], make_context(run_id="run-a"))
+    register(models["b"], make_context(run_id="run-b"))
+
+    def promote(version: str, aliases) -> dict:
+        return PromoteModelOperator(task_id="promote", model_name="cancer", version=version, aliases=aliases,
+                                    mlflow_conn_id="mlflow_test").execute(make_context())
+
+    def restore(moved: dict) -> dict:
+        ti = FakeTaskInstance()
+        ti.xcoms[("promote", "return_value")] = moved
+        return RestoreAliasesOperator(task_id="restore_aliases", model_name="cancer",
+                                      mlflow_conn_id="mlflow_test").execute({**make_context(), "ti": ti})
+
+    def holder(alias: str) -> str | None:
+        try:
+            return str(registry.get_model_version_by_alias("cancer", alias).version)
+        except Exception:
+            return None
+
+    promote("1", ["production"])
+    moved = promote("2", ["production", "shadow"])  # production 1 -> 2, shadow unset -> 2
+    assert moved == {"production": {"from": "1", "to": "2"}, "shadow": {"from": None, "to": "2"}}
+    assert restore(moved) == {"production": {"from": "2", "to": "1"}, "shadow": {"from": "2", "to": None}}
+    assert holder("production") == "1" and holder("shadow") is None
+
+    moved = promote("2", ["production"])
+    registry.delete_registered_model_alias("cancer", "production")  # someone changed it since
+    assert restore(moved) == {} and holder("production") is None  # left as they left it
+    assert restore({}) == {}  # the promote moved nothing (e.g. it never ran)

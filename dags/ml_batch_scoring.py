@@ -3,7 +3,8 @@
 extract (the interval's rows, same extract operator as training) -> plan (resolve the alias,
 verify the model, cut the snapshot into shards) -> score (one mapped task per shard, at most
 ``ML_SCORING_PARALLEL`` at once per run) -> commit (the partition's manifest + an asset event
-on ``<model>.predictions``). Backfill it like any interval DAG: one partition per day.
+on ``<model>.predictions``). Backfill it like any interval DAG: one partition per day. A day
+with no rows skips its run's tasks (the run succeeds) rather than failing.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ with DAG(
         conn_id=SOURCE_CONN_ID,
         sql="sql/scoring_rows.sql",
         snapshot_root=ARTIFACT_ROOT + "/scoring_inputs/{{ params.model_name }}",
+        skip_when_empty=True,  # a day without rows is nothing to score: the run succeeds, skipped
     )
     plan = PlanScoringOperator(task_id="plan", model_name="{{ params.model_name }}", alias="{{ params.alias }}",
                                snapshot_uri=extract.output["uri"], rows_per_shard="{{ params.rows_per_shard }}")

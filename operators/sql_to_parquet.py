@@ -18,6 +18,15 @@ class EmptyExtractError(AirflowException):
     """The query returned no rows; nothing is written and the previous snapshot stays."""
 
 
+def empty_extract(message: str, skip: bool) -> AirflowException:
+    """What an extract with no rows raises: EmptyExtractError (the task fails), or, for a DAG
+    where an empty interval is normal (daily scoring), AirflowSkipException: the task and
+    everything after it are skipped and the run succeeds with nothing to do."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    return AirflowSkipException(message) if skip else EmptyExtractError(message)
+
+
 class SchemaMismatchError(AirflowException):
     """The query's columns differ from ``expected_columns``."""
 
@@ -90,6 +99,7 @@ class SqlToParquetOperator(BaseOperator):
     :param published_asset: in a run triggered by events on this asset, take the newest
         published snapshot instead of querying (``operators.published_snapshots``); skipped
         when ``model_name`` already has a version trained on it.
+    :param skip_when_empty: no rows skip the task (and what follows) instead of failing it.
     :returns: ``{"uri", "partition", "digest", "row_count", "schema"}`` (pushed to XCom).
     """
 
@@ -111,6 +121,7 @@ class SqlToParquetOperator(BaseOperator):
         asset_name: str | None = None,
         published_asset: str | None = None,
         model_name: str | None = None,
+        skip_when_empty: bool = False,
         **kwargs,
     ) -> None:
         kwargs.setdefault("multiple_outputs", True)  # each result key is an XCom: `task.output["uri"]`
@@ -126,6 +137,7 @@ class SqlToParquetOperator(BaseOperator):
             raise ValueError(f"rows_per_file must be at least 1, got {rows_per_file}")
         self.rows_per_file = rows_per_file
         self.lineage = lineage or {}
+        self.skip_when_empty = skip_when_empty
 
     def render_template_fields(self, context: Context, jinja_env=None) -> None:
         context["window_start"], context["window_end"] = extraction_window(context)
@@ -151,11 +163,10 @@ class SqlToParquetOperator(BaseOperator):
                 check_columns(schema, self.expected_columns)
                 rows = self._write_parquet(writer, schema, batches)
             if rows == 0:
-                raise EmptyExtractError(
+                raise empty_extract(
                     f"query returned no rows for {interval_partition(context)}; nothing was written "
                     f"and any previous snapshot at {uri} is unchanged. Check the WHERE clause and the "
-                    f"data interval, or that the source has data for it"
-                )
+                    f"data interval, or that the source has data for it", self.skip_when_empty)
             manifest = writer.commit(
                 schema=arrow_schema_fields(schema),
                 row_count=rows,

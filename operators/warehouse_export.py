@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from operators.sql_to_parquet import EmptyExtractError, check_columns, extraction_window, interval_partition
+from operators.sql_to_parquet import check_columns, empty_extract, extraction_window, interval_partition
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -29,7 +29,7 @@ class WarehouseExportOperator(BaseOperator):
     :param snapshot_root: URI under which interval partitions are written.
     :param expected_columns: names, or ``{name: arrow type}``; a mismatch fails before anything is committed.
     :param asset_name: the asset the snapshot event is recorded on (see SqlToParquetOperator).
-    :param published_asset, model_name: see SqlToParquetOperator.
+    :param published_asset, model_name, skip_when_empty: see SqlToParquetOperator.
     :returns: ``{"uri", "partition", "digest", "row_count", "schema"}``, as SqlToParquetOperator.
     """
 
@@ -40,12 +40,14 @@ class WarehouseExportOperator(BaseOperator):
 
     def __init__(self, *, sql: str, snapshot_root: str, expected_columns: Sequence[str] | dict[str, str] | None = None,
                  asset_name: str | None = None, lineage: dict[str, Any] | None = None,
-                 published_asset: str | None = None, model_name: str | None = None, **kwargs) -> None:
+                 published_asset: str | None = None, model_name: str | None = None, skip_when_empty: bool = False,
+                 **kwargs) -> None:
         kwargs.setdefault("multiple_outputs", True)
         super().__init__(**kwargs)
         self.sql, self.snapshot_root, self.expected_columns = sql, snapshot_root, expected_columns
         self.asset_name, self.lineage = asset_name, lineage or {}
         self.published_asset, self.model_name = published_asset, model_name
+        self.skip_when_empty = skip_when_empty
 
     def render_template_fields(self, context: Context, jinja_env=None) -> None:
         context["window_start"], context["window_end"] = extraction_window(context)
@@ -73,8 +75,9 @@ class WarehouseExportOperator(BaseOperator):
             if schema is not None:
                 check_columns(schema, self.expected_columns)
             if rows == 0:
-                raise EmptyExtractError(f"the export of {partition} holds no rows; nothing was committed and any "
-                                        f"previous snapshot at {uri} is unchanged. Check the query and the interval")
+                raise empty_extract(f"the export of {partition} holds no rows; nothing was committed and any "
+                                    f"previous snapshot at {uri} is unchanged. Check the query and the interval",
+                                    self.skip_when_empty)
             from ml.snapshots import arrow_schema_fields
             from operators.lineage import run_lineage
 

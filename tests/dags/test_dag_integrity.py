@@ -88,6 +88,8 @@ def test_every_task_alerts_slack_on_failure_except_the_watcher_that_reports_one(
 def test_batch_scoring_maps_shards_with_a_bound(dagbag):
     dag = dagbag.dags["ml_batch_scoring"]
     assert [t.task_id for t in dag.topological_sort()] == ["extract", "plan", "score", "commit"]
+    assert dag.get_task("extract").skip_when_empty  # a day without rows skips, not fails, the cron run
+    assert not dagbag.dags["ml_training_pipeline"].get_task("extract").skip_when_empty  # no rows: nothing to train
     score = dag.get_task("score")
     assert type(score).__name__ == "MappedOperator" and score.max_active_tis_per_dagrun == 2
     assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"

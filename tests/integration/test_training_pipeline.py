@@ -159,3 +159,13 @@ def test_a_deploy_that_fails_puts_the_production_alias_back(pipeline_env):
     with pytest.raises(MlflowException):
         client.get_model_version_by_alias("it_refused", "production")
     assert [v.version for v in client.search_model_versions("name = 'it_refused'")] in (["1"], [1])
+
+
+def test_a_scoring_day_without_rows_skips_its_run_instead_of_failing_it(pipeline_env):
+    """Unpausing ml_batch_scoring starts its latest cron interval, which in a young source has
+    no rows: the run succeeds with its tasks skipped, saying why, and writes nothing."""
+    log = dags_test(pipeline_env["env"], pipeline_env["home"], dag_id="ml_batch_scoring",
+                    logical_date="2026-11-30T04:00:00+00:00")
+    assert "Skipping task" in log and "query returned no rows for interval=20261129T040000Z--20261130T040000Z" in log
+    assert "new_state=success" not in log  # no task ran to success: plan, score and commit were skipped too
+    assert not (pipeline_env["home"] / "artifacts" / "predictions").exists()

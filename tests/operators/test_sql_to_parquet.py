@@ -99,6 +99,14 @@ def test_empty_extract_fails_clearly_and_keeps_the_previous_snapshot(pg_source, 
         run(op, make_context(start="2030-01-01T03:00:00+00:00", end="2030-01-02T03:00:00+00:00"))
     assert not (tmp_path / "interval=20300101T030000Z--20300102T030000Z").exists() or not artifacts.manifest_exists(
         str(tmp_path / "interval=20300101T030000Z--20300102T030000Z"))
+    # where an empty interval is normal (daily scoring), the task is skipped, saying why
+    skipping = SqlToParquetOperator(task_id="extract", conn_id="pg_source", sql=WINDOW_SQL,
+                                    snapshot_root=str(tmp_path), skip_when_empty=True)
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    with pytest.raises(AirflowSkipException, match="query returned no rows for interval=20260101T030000Z"):
+        run(skipping, make_context())
+    assert artifacts.open_verified(good["uri"]).digest == good["digest"]
 
 
 @pytest.mark.parametrize(

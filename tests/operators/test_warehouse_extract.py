@@ -100,6 +100,13 @@ def test_an_empty_unload_commits_nothing_and_keeps_the_previous_snapshot(redshif
     with pytest.raises(EmptyExtractError, match="holds no rows"):
         run(empty, make_context())
     assert artifacts.open_verified(first["uri"]).digest == first["digest"]
+    skipping = redshift_extract(s3_bucket, skip_when_empty=True)
+    skipping.sql = empty.sql
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    with pytest.raises(AirflowSkipException, match="holds no rows"):
+        run(skipping, make_context())
+    assert artifacts.open_verified(first["uri"]).digest == first["digest"]
 
 
 def test_a_wrong_schema_fails_naming_the_columns_and_commits_nothing(redshift, s3_bucket, make_context):

@@ -1,7 +1,8 @@
 """ml_training_pipeline: extract -> wait for snapshot -> train -> wait for model -> register
 -> evaluate (candidate vs production, same held-out rows) -> gate -> promote (move the
 production alias) -> deploy if Param ``deploy`` (wait, smoke test, automatic rollback), with
-every deploy in the ledger; a failed deploy puts the alias back. Task results travel as XComArgs (``task.output[...]``).
+every deploy in the ledger; a failed deploy puts the alias back. Task results travel as
+XComArgs (``task.output[...]``).
 
 Deployment settings come from the environment (read here, cheaply, at parse time); what a
 person may change per run is a Param in the trigger form. Heavy libraries are imported

@@ -12,6 +12,16 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
+def alias_holder(client, model_name: str, alias: str) -> str | None:
+    """The version ``alias`` names, or None when it names none."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(model_name, alias).version)
+    except MlflowException:
+        return None
+
+
 class PromoteModelOperator(BaseOperator):
     template_fields: Sequence[str] = ("model_name", "version", "aliases")
 
@@ -21,17 +31,12 @@ class PromoteModelOperator(BaseOperator):
         self.model_name, self.version, self.aliases, self.mlflow_conn_id = model_name, version, aliases, mlflow_conn_id
 
     def execute(self, context: Context) -> dict:
-        from mlflow.exceptions import MlflowException
-
         from operators.mlflow_tracking import mlflow_target
 
         client = mlflow_target(self.mlflow_conn_id).client()
         moved = {}
         for alias in self.aliases:
-            try:
-                before = str(client.get_model_version_by_alias(self.model_name, alias).version)
-            except MlflowException:
-                before = None
+            before = alias_holder(client, self.model_name, alias)
             client.set_registered_model_alias(self.model_name, alias, str(self.version))
             moved[alias] = {"from": before, "to": str(self.version)}
             self.log.info("Alias %s@%s: %s -> %s", self.model_name, alias, before, self.version)
@@ -54,8 +59,6 @@ class RestoreAliasesOperator(BaseOperator):
         self.model_name, self.promote_task_id, self.mlflow_conn_id = model_name, promote_task_id, mlflow_conn_id
 
     def execute(self, context: Context) -> dict:
-        from mlflow.exceptions import MlflowException
-
         from operators.mlflow_tracking import mlflow_target
 
         moved = context["ti"].xcom_pull(task_ids=self.promote_task_id) or {}
@@ -65,10 +68,7 @@ class RestoreAliasesOperator(BaseOperator):
         client = mlflow_target(self.mlflow_conn_id).client()
         restored = {}
         for alias, move in moved.items():
-            try:
-                now = str(client.get_model_version_by_alias(self.model_name, alias).version)
-            except MlflowException:
-                now = None
+            now = alias_holder(client, self.model_name, alias)
             if now != move["to"]:
                 self.log.warning("Alias %s@%s now names version %s, not %s as the promote left it: left alone",
                                  self.model_name, alias, now, move["to"])

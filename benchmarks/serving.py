@@ -129,7 +129,7 @@ def build_models(work: Path) -> tuple[str, str, list[float]]:
                                  "params": {"max_iter": 100}})
     train.train(str(work / "snapshot"), str(work / "model"), config)
     manifest = artifacts.open_verified(str(work / "model"))
-    with artifacts.open_file(manifest, manifest.file("model.skops")) as f:
+    with artifacts.open_file(manifest, manifest.file("model/model.skops")) as f:
         estimator = model_io.loads(f.read())
     mlflow.sklearn.save_model(estimator, str(work / "mlflow-model"), serialization_format="skops",
                               skops_trusted_types=model_io.TRUSTED_TYPES)

@@ -19,6 +19,7 @@ import pendulum
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG, AssetAlias, AssetOrTimeSchedule, CronDataIntervalTimetable, Param, chain, task
 
+from ml.models.classes import choices as model_choices
 from ml.training_config import ESTIMATORS
 from operators.alerts import task_failure_alert
 from operators.artifact_root import artifact_root
@@ -102,7 +103,7 @@ published_snapshots = training_snapshots_asset(MODEL_NAME)
 
 with DAG(
     dag_id="ml_training_pipeline",
-    description="Extract training rows, train a scikit-learn model, register, evaluate, promote and deploy it",
+    description="Extract training rows, train a model, register, evaluate, promote and deploy it",
     schedule=AssetOrTimeSchedule(timetable=CronDataIntervalTimetable(SCHEDULE, timezone="UTC"),
                                  assets=published_snapshots),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
@@ -117,9 +118,14 @@ with DAG(
         "max_retry_delay": timedelta(minutes=10),
     },
     params={
-        "estimator": Param("HistGradientBoostingClassifier", enum=sorted(ESTIMATORS), description="scikit-learn estimator"),
+        # only the classes this deployment allows (built-ins and ML_MODEL_CLASSES): never an import path
+        "model": Param("sklearn", enum=model_choices(),
+                       description="model class: sklearn (tabular), text (text classifier), or one this deployment "
+                                   "allows with ML_MODEL_CLASSES (docs/custom-models.md)"),
+        "estimator": Param("HistGradientBoostingClassifier", enum=sorted(ESTIMATORS),
+                           description="the sklearn model's scikit-learn estimator (other models ignore it)"),
         "hyperparameters": Param({"max_iter": 100, "learning_rate": 0.1}, type="object",
-                                 description="estimator parameters, as JSON"),
+                                 description="the model's parameters, as JSON (sklearn: the estimator's)"),
         "target": Param("target", type="string", description="column to predict"),
         "exclude_columns": Param(["event_time"], type="array", description="columns that are not features"),
         "test_fraction": Param(0.2, type="number", minimum=0.05, maximum=0.5, description="held-out share"),
@@ -166,7 +172,8 @@ with DAG(
         data_uri=extract.output["uri"],
         output_root=ARTIFACT_ROOT + "/models/{{ params.model_name }}",  # + the snapshot's partition
         config={
-            "estimator": "{{ params.estimator }}",
+            "model": "{{ params.model }}",
+            "estimator": "{{ params.estimator if params.model == 'sklearn' else None }}",
             "params": "{{ params.hyperparameters }}",
             "target": "{{ params.target }}",
             "exclude": "{{ params.exclude_columns }}",

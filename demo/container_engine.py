@@ -174,6 +174,24 @@ def ensure_base_image(eng: Engine, name: str = BASE_IMAGE) -> str:
     return "built from Debian packages"
 
 
+PODMAN_RUNROOT_MAX = 50  # podman refuses a longer --runroot ("the specified runroot is longer than 50 characters")
+
+
+def short_runroot(storage: Path) -> Path:
+    """Podman's run root for ``storage``, short wherever the clone lives: a folder of the system's
+    temporary (or runtime) directory named from a hash of the storage path, so each clone keeps its
+    own, and the same clone always finds it again. (Under the clone's ``.cache/`` it broke as soon
+    as the clone's path was longer than about 21 characters.)"""
+    import hashlib
+
+    name = f"mlpod-{os.getuid()}-{hashlib.sha256(str(storage.resolve()).encode()).hexdigest()[:12]}"
+    for base in (os.environ.get("XDG_RUNTIME_DIR"), tempfile.gettempdir(), "/tmp"):
+        if base and len(str(Path(base) / name)) <= PODMAN_RUNROOT_MAX:
+            return Path(base) / name
+    raise EngineUnavailable(f"no temporary directory gives podman a run root of at most {PODMAN_RUNROOT_MAX} "
+                            f"characters (TMPDIR={tempfile.gettempdir()!r}): set TMPDIR to a short path such as /tmp")
+
+
 class Podman:
     """Podman with its own configuration and storage in this clone: ``podman kube play`` is the
     one real consumer of Kubernetes pod YAML on machines without a cluster."""
@@ -186,17 +204,19 @@ cgroup_manager = "cgroupfs"
 events_logger = "file"
 """
 
-    def __init__(self):
+    def __init__(self, cache: Path = CACHE):
         missing = [tool for tool in ("podman", "runc", "catatonit") if not shutil.which(tool)
                    and not Path(f"/usr/libexec/podman/{tool}").exists()]
         if missing:
             raise EngineUnavailable(f"{missing} not installed: `apt-get install podman runc catatonit` "
                                     f"(or `make container-tools`)")
-        self.dir = CACHE / "podman"
+        self.dir = cache / "podman"
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "containers.conf").write_text(self.CONF)
+        self.runroot = short_runroot(self.dir)
+        self.runroot.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.env = {**os.environ, "CONTAINERS_CONF": str(self.dir / "containers.conf")}
-        self.argv = ["podman", "--root", str(self.dir / "root"), "--runroot", str(self.dir / "run"),
+        self.argv = ["podman", "--root", str(self.dir / "root"), "--runroot", str(self.runroot),
                      "--storage-driver", "overlay"]
 
     def run(self, *args: str, check: bool = True, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:

@@ -64,7 +64,8 @@ class FileEntry:
 
     @property
     def name(self) -> str:
-        return posixpath.basename(self.path)
+        """The file's name inside its write: ``part-00000.parquet``, ``model/model.skops``."""
+        return self.path.split("/", 1)[1] if "/" in self.path else self.path
 
 
 @dataclass(frozen=True)
@@ -192,8 +193,9 @@ class ArtifactWriter:
     @contextmanager
     def open(self, name: str) -> Iterator[_HashingWriter]:
         """A binary file handle for ``name``; its digest is recorded when it closes."""
-        if "/" in name or name in ("", MANIFEST_NAME):
-            raise ValueError(f"invalid artifact file name {name!r}")
+        folder, _, base = name.rpartition("/")
+        if base in ("", MANIFEST_NAME, ".", "..") or "/" in folder or folder in (".", "..") or name.startswith("/"):
+            raise ValueError(f"invalid artifact file name {name!r}: a file name, or one folder and a file name")
         rel = f"{self.prefix}/{name}"
         path = _join(self.root, rel)
         self.fs.makedirs(posixpath.dirname(path), exist_ok=True)

@@ -70,7 +70,7 @@ def score_shard(model_uri: str, model_version: str, snapshot_uri: str, shard: di
     as long as two of one thread (the threads spin-wait on each other).
 
     The snapshot files this shard reads are verified first (digest); the model is loaded from
-    its verified artifact unless ``model`` (a ``(manifest, estimator)`` pair) is given. Output
+    its verified artifact unless ``model`` (a ``(manifest, model)`` pair) is given. Output
     columns: the input's columns that are not features (ids, times, the label if present),
     ``prediction`` and ``model_version``.
     """
@@ -80,11 +80,10 @@ def score_shard(model_uri: str, model_version: str, snapshot_uri: str, shard: di
     from threadpoolctl import threadpool_limits
 
     from ml.model_io import load_verified_model
-    from ml.snapshots import feature_matrix
 
     started = time.perf_counter()
     threads = max(1, joblib.cpu_count() // max(1, concurrent_shards))
-    model_manifest, estimator = model or load_verified_model(model_uri)
+    model_manifest, scorer = model or load_verified_model(model_uri)
     features = [c["name"] for c in model_manifest.schema]
     snapshot = artifacts.read_manifest(snapshot_uri, kind="snapshot")
     entries = {e.path: e for e in snapshot.files}
@@ -111,7 +110,7 @@ def score_shard(model_uri: str, model_version: str, snapshot_uri: str, shard: di
                     piece = source.read_row_group(group).slice(start, stop - start)
                 for batch in piece.to_batches(max_chunksize=batch_rows):
                     table = pa.Table.from_batches([batch])
-                    predicted = estimator.predict(feature_matrix(table, features))
+                    predicted = predictions(scorer, table.select(features), model_manifest)
                     scored = table.select(keep).append_column(PREDICTION, pa.array(predicted)).append_column(
                         MODEL_VERSION, pa.array([model_version] * batch.num_rows, pa.string()))
                     if writer is None:
@@ -134,6 +133,18 @@ def score_shard(model_uri: str, model_version: str, snapshot_uri: str, shard: di
     seconds = time.perf_counter() - started
     log.info("shard %d: %d rows scored by version %s in %.2f s", shard["shard"], rows, model_version, seconds)
     return {"name": shard_name(shard["shard"]), "rows": rows, "seconds": round(seconds, 3)}
+
+
+def predictions(model, features, manifest):
+    """``model``'s outputs for ``features``, refused unless one per row (a model's own code may not
+    keep the interface's promise, and a short column would shift every later row's prediction)."""
+    import numpy as np
+
+    predicted = np.asarray(model.predict(features))
+    if predicted.ndim != 1 or len(predicted) != features.num_rows:
+        raise ValueError(f"model {manifest.extra.get('model', '')} ({manifest.uri}) returned "
+                         f"{predicted.shape} outputs for {features.num_rows} rows: one per row is required")
+    return predicted
 
 
 def _replace(fs, tmp: str, target: str) -> None:

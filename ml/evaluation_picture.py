@@ -90,13 +90,13 @@ def residuals_panel(y_true, y_pred) -> str:
             f'<line x1="{_PAD}" y1="{zero}" x2="{_W - 12}" y2="{zero}" stroke="#bbb"/>{dots}</g>')
 
 
-def evaluation_svg(model, X, y, task: str, title: str) -> str:
-    """The picture of ``model`` on the held-out ``X``, ``y``."""
-    pred = model.predict(X)
+def evaluation_svg(y, pred, proba, classes, task: str, title: str) -> str:
+    """The picture of a model's held-out predictions ``pred`` (and class probabilities ``proba``,
+    columns in ``classes`` order, or None) against the true ``y``: any model, built-in or not."""
     if task == "regression":
         return _svg([residuals_panel(y, pred)], title)
-    classes = list(getattr(model, "classes_", sorted(set(y))))
+    classes = list(classes)
     panels = [confusion_panel(y, pred, classes)]
-    if len(classes) == 2 and hasattr(model, "predict_proba") and len(set(y.tolist())) == 2:
-        panels.append(roc_panel(y, model.predict_proba(X)[:, 1], classes[1]))
+    if len(classes) == 2 and proba is not None and len(set(y.tolist())) == 2:
+        panels.append(roc_panel(y, proba[:, 1], classes[1]))
     return _svg(panels, title)

@@ -1,4 +1,5 @@
-"""Save and load scikit-learn models with skops (no pickle), byte-for-byte reproducibly.
+"""Model files: skops (no pickle) written byte-for-byte reproducibly, and a model artifact's model
+loaded through the model interface.
 
 skops writes a zip whose entries carry the current time and whose object ids (and so
 array file names) are CPython ``id()`` values, so two saves of the same model differ. We
@@ -9,6 +10,7 @@ on it).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import zipfile
@@ -70,13 +72,65 @@ def loads(data: bytes):
     return sio.loads(data, trusted=TRUSTED_TYPES)
 
 
+MODEL_FOLDER = "model"  # the model's own files: ``model/<name>`` in the artifact
+
+
+def write_model_files(writer, directory) -> list:
+    """Put the files a model saved into ``directory`` into the artifact, as ``model/<name>``."""
+    from pathlib import Path
+
+    return [writer.write_bytes(f"{MODEL_FOLDER}/{path.name}", path.read_bytes())
+            for path in sorted(Path(directory).iterdir())]
+
+
 def load_verified_model(uri: str, fs=None):
-    """(manifest, estimator) of a model artifact, every file digest verified first."""
+    """(manifest, model) of a model artifact: every file digest verified, the model's class
+    allowed here, importable and of the recorded package version (``ml.models.classes``), its
+    files copied into a private folder, and loaded there, confined to it (``ml.models.contract``).
+    An artifact from before the model interface (``model.skops`` beside the manifest) loads as the
+    ``sklearn`` built-in on its numeric features."""
     from ml import artifacts
 
     manifest = artifacts.open_verified(uri, kind="model", fs=fs)
-    with artifacts.open_file(manifest, manifest.file("model.skops"), fs=fs) as f:
-        return manifest, loads(f.read())
+    return manifest, load_model_of(manifest, fs=fs)
+
+
+def load_model_of(manifest, fs=None):
+    import tempfile
+    from pathlib import Path
+
+    from ml import artifacts
+    from ml.models.classes import check_recorded
+    from ml.models.contract import confined
+    from ml.models.interface import ModelContractError
+
+    cls = check_recorded(manifest.extra)
+    entries = [e for e in manifest.files if e.name.startswith(f"{MODEL_FOLDER}/")]
+    if not entries:
+        from ml.models.sklearn_tabular import SklearnModel
+
+        with artifacts.open_file(manifest, manifest.file("model.skops"), fs=fs) as f:
+            pipeline = loads(f.read())
+        return SklearnModel.from_pipeline(pipeline, None, [c["name"] for c in manifest.schema])
+    label = cls.__name__
+    with tempfile.TemporaryDirectory(prefix="ml-model-") as tmp:
+        folder = Path(tmp)
+        for entry in entries:  # copied, and so read once: what loads is what was verified
+            with artifacts.open_file(manifest, entry, fs=fs) as f:
+                data = f.read()
+            if hashlib.sha256(data).hexdigest() != entry.sha256:
+                raise artifacts.ArtifactCorruptError(f"{manifest.uri}: {entry.path} changed after verification")
+            (folder / entry.name.split("/", 1)[1]).write_bytes(data)
+        try:
+            with confined(folder, label):
+                model = cls.load(folder)
+        except ModelContractError:
+            raise
+        except Exception as exc:
+            raise ModelContractError(f"{label}.load failed: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(model, cls):
+        raise ModelContractError(f"{label}.load returned {type(model).__name__}, not a {cls.__name__}")
+    return model
 
 
 def read_holdout(manifest, columns: list[str] | None = None, rows: int | None = None, fs=None):

@@ -52,7 +52,10 @@ def parse_args(argv: list[str] | None = None):
                    help="OpenMP/BLAS threads per predict; 1 keeps them from starving the event loop")
     p.add_argument("--max-body-bytes", type=int, default=_env("MAX_BODY_BYTES", d.max_body_bytes))
     p.add_argument("--max-rows", type=int, default=_env("MAX_ROWS", d.max_rows))
-    p.add_argument("--predict-timeout", type=float, default=_env("PREDICT_TIMEOUT", d.predict_timeout_s))
+    p.add_argument("--predict-timeout", type=float, default=_env("PREDICT_TIMEOUT", d.predict_timeout_s),
+                   help="seconds a request may wait for its prediction, and a model's predict call may take")
+    p.add_argument("--max-text-chars", type=int, default=_env("MAX_TEXT_CHARS", d.max_text_chars),
+                   help="the longest string a feature may carry")
     p.add_argument("--poll-seconds", type=float, default=_env("POLL_SECONDS", d.poll_seconds))
     p.add_argument("--artifact-root", action="append", dest="artifact_roots",
                    default=list(parse_roots(_env("ARTIFACT_ROOTS", None))),
@@ -75,6 +78,7 @@ def parse_args(argv: list[str] | None = None):
         alias=args.alias, tracking_uri=args.tracking_uri, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
         predict_threads=args.predict_threads,
         max_body_bytes=args.max_body_bytes, max_rows=args.max_rows, predict_timeout_s=args.predict_timeout,
+        max_text_chars=args.max_text_chars,
         poll_seconds=args.poll_seconds, admin_token=os.environ.get("ML_SERVE_ADMIN_TOKEN") or None,
         access_log=not args.no_access_log, artifact_roots=tuple(args.artifact_roots),
         health_route=os.environ.get("AIP_HEALTH_ROUTE") or None, predict_route=os.environ.get("AIP_PREDICT_ROUTE") or None,

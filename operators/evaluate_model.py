@@ -94,14 +94,21 @@ class EvaluateModelOperator(BaseOperator):
 
     @staticmethod
     def _score(manifest, model, holdout, target_column: str) -> dict[str, float]:
-        """The model's held-out metrics on the candidate's held-out rows."""
-        from ml.snapshots import feature_matrix
-        from ml.train import evaluate
+        """The model's held-out metrics on the candidate's held-out rows, from its predictions
+        through the model interface: the same for every model, built-in or a team's own."""
+        import numpy as np
+
+        from ml.train import checked_predict, evaluate
 
         names = [c["name"] for c in manifest.schema]
         missing = [n for n in names if n not in holdout.column_names]
         if missing:
             raise AirflowFailException(f"model {manifest.uri} needs features {missing} that the held-out rows lack")
-        X = feature_matrix(holdout, names)
         y = holdout.column(target_column).to_numpy(zero_copy_only=False)
-        return evaluate(model, X, y, manifest.extra.get("task", "classification"))
+        try:
+            pred, proba = checked_predict(model, holdout.select(names), manifest.extra.get("model", "model"))
+        except ValueError as exc:  # the model broke its contract on these rows: say so, do not retry
+            raise AirflowFailException(f"model {manifest.uri}: {exc}") from None
+        task = manifest.extra.get("task", "classification")
+        classes = manifest.extra.get("classes") or sorted(np.unique(y).tolist())
+        return evaluate(y, pred, proba, classes, task)

@@ -54,6 +54,10 @@ def register_model_version(client, name: str, manifest, experiment_name: str, ar
         DIGEST_TAG: manifest.digest,
         "estimator": manifest.extra.get("estimator", ""),
         "task": manifest.extra.get("task", ""),
+        # the code that runs it: the class, its package and version, the image that trained it
+        **{key: str(manifest.extra[key]) for key in ("model", "model_class", "model_package",
+                                                     "model_package_version", "trainer_image")
+           if manifest.extra.get(key) is not None},
     }
     run = client.create_run(experiment_id, run_name=f"{lineage.get('dag_id')}/{lineage.get('run_id')}",
                             tags={"mlflow.source.name": "airflow", **tags})
@@ -63,7 +67,8 @@ def register_model_version(client, name: str, manifest, experiment_name: str, ar
         run_id,
         metrics=[Metric(k, float(v), run.info.start_time, 0) for k, v in metrics.items()],
         params=[Param(k, str(v)[:6000]) for k, v in {
-            "estimator": manifest.extra.get("estimator"), **manifest.extra.get("params", {}),
+            "estimator": manifest.extra.get("estimator"), "model": manifest.extra.get("model", "sklearn"),
+            **manifest.extra.get("params", {}),
             "target": manifest.extra.get("target"), "n_train": manifest.extra.get("n_train"),
         }.items()],
         tags=[RunTag("model_uri", manifest.uri)],

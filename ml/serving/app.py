@@ -17,9 +17,9 @@ import orjson
 
 from ml.serving.artifact_roots import OutsideArtifactRoots, check_inside
 from ml.serving.batcher import MicroBatcher
-from ml.serving.inputs import InputError, parse_body
+from ml.serving.inputs import MAX_TEXT_CHARS, InputError, parse_body
 from ml.serving.metrics import ServerMetrics
-from ml.serving.model import LoadedModel, load_model
+from ml.serving.model import LoadedModel, ModelFailure, load_model
 from ml.serving.openapi import openapi_document
 
 log = logging.getLogger("ml.serve")
@@ -40,6 +40,7 @@ class ServeConfig:
     max_body_bytes: int = 1 << 20
     max_rows: int = 10_000
     predict_timeout_s: float = 10.0
+    max_text_chars: int = MAX_TEXT_CHARS
     poll_seconds: float = 5.0
     admin_token: str | None = None
     access_log: bool = True
@@ -76,7 +77,8 @@ class ModelServer:
         self.metrics = ServerMetrics()
         self.current: LoadedModel | None = None
         self.batcher = MicroBatcher(config.max_batch, config.max_wait_ms / 1000.0, self.metrics.batch_rows.observe,
-                                    config.predict_threads)
+                                    config.predict_threads, batch_timeout=config.predict_timeout_s,
+                                    on_failure=lambda reason: self.metrics.model_failures.labels(reason).inc())
         self.access = _AccessLog(config.access_log)
         self._swap_lock = asyncio.Lock()
         self._background: list[asyncio.Task] = []
@@ -103,7 +105,8 @@ class ModelServer:
         async with self._swap_lock:
             previous = self.current
             try:
-                model = await asyncio.get_running_loop().run_in_executor(None, load_model, uri, version)
+                model = await asyncio.get_running_loop().run_in_executor(
+                    None, lambda: load_model(uri, version, self.config.predict_timeout_s, self.config.max_text_chars))
             except Exception as exc:
                 self.metrics.swaps.labels("refused").inc()
                 _json_line("error", "model load refused; the current model keeps serving", uri=uri,
@@ -157,6 +160,10 @@ class ModelServer:
             status, body, content_type = await self._route(path, method, headers, receive)
         except InputError as exc:
             status, body, content_type = exc.status, _error(str(exc)), b"application/json"
+        except ModelFailure as exc:  # the model's own code failed this batch; the server goes on
+            _json_line("error", "model failed a batch", request_id=request_id, reason=exc.reason, error=str(exc))
+            status, body, content_type = exc.status, orjson.dumps(
+                {"error": str(exc), "model_version": model.version if model else None}), b"application/json"
         except asyncio.TimeoutError:
             status, body, content_type = 503, _error("prediction timed out; retry"), b"application/json"
         except Exception as exc:  # a bug, not the client's fault: say so, keep serving
@@ -187,14 +194,13 @@ class ModelServer:
             if model is None:
                 return 503, _error("no model loaded yet"), b"application/json"
             return 200, orjson.dumps({"status": "ok", "model_version": model.version, "digest": model.digest,
-                                      "source": model.uri, "features": model.schema.names}), b"application/json"
+                                      "source": model.uri, "model": model.name, "features": model.schema.names}), \
+                b"application/json"
         if path == "/metrics":
             return 200, self.metrics.render(), b"text/plain; version=0.0.4"
         if path == "/openapi.json":
             if self._openapi is None:
-                schema = self.current.schema if self.current else None
-                self._openapi = orjson.dumps(openapi_document(schema.names if schema else [],
-                                                              schema.missing_ok if schema else [],
+                self._openapi = orjson.dumps(openapi_document(self.current.schema if self.current else None,
                                                               self.config.max_rows))
             return 200, self._openapi, b"application/json"
         if path == "/admin/model":
@@ -212,7 +218,8 @@ class ModelServer:
             matrix = parse_body(body, headers.get("content-type", ""), model.schema, self.config.max_rows)
         finally:
             batcher.came()
-        predictions = await batcher.predict(model, matrix, self.config.predict_timeout_s)
+        # the request's own bound: the batch ahead of it and its own, each up to the predict timeout
+        predictions = await batcher.predict(model, matrix, 2 * self.config.predict_timeout_s)
         return 200, orjson.dumps({"predictions": predictions, "model_version": model.version},
                                  option=orjson.OPT_SERIALIZE_NUMPY), b"application/json"
 

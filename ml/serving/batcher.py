@@ -19,9 +19,8 @@ import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
-
-from ml.serving.model import LoadedModel
+from ml.serving.inputs import combine
+from ml.serving.model import LoadedModel, ModelFailure
 
 
 def _limit_native_threads(n: int) -> None:
@@ -48,19 +47,27 @@ class MicroBatcher:
     request bounds its wait. (An ``asyncio.Queue`` read under ``asyncio.wait_for`` and an
     ``asyncio.timeout`` per request cost 15 % of the throughput at 8 connections.)"""
 
-    def __init__(self, max_batch: int, max_wait: float, on_batch=None, predict_threads: int = 1):
+    def __init__(self, max_batch: int, max_wait: float, on_batch=None, predict_threads: int = 1,
+                 batch_timeout: float | None = None, on_failure=None):
         self.max_batch = max_batch
         self.max_wait = max_wait
         self.on_batch = on_batch or (lambda rows: None)
-        self._pending: list[tuple[LoadedModel, np.ndarray, asyncio.Future]] = []
+        self.on_failure = on_failure or (lambda reason: None)
+        # a predict call over this fails its batch, and the next batch gets a fresh predict thread
+        self.batch_timeout = batch_timeout
+        self.predict_threads = predict_threads
+        self._pending: list[tuple[LoadedModel, object, asyncio.Future]] = []
         self._pending_rows = 0
         self._coming = 0
         self._expected = 1
         self._wakeup: asyncio.Future | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict",
-                                            initializer=_limit_native_threads, initargs=(predict_threads,))
+        self._executor = self._new_executor()
         self._task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _new_executor(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict",
+                                  initializer=_limit_native_threads, initargs=(self.predict_threads,))
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -82,7 +89,7 @@ class MicroBatcher:
         if not self._coming and self._wakeup is not None:
             _wake(self._wakeup)
 
-    async def predict(self, model: LoadedModel, matrix: np.ndarray, timeout: float | None = None) -> list:
+    async def predict(self, model: LoadedModel, matrix, timeout: float | None = None) -> list:
         """The predictions for ``matrix``'s rows; TimeoutError when they take over ``timeout`` s
         (waiting for the batch included)."""
         loop = self._loop
@@ -145,13 +152,27 @@ class MicroBatcher:
                 await self._predict_group(loop, model, group)
 
     async def _predict_group(self, loop, model: LoadedModel, group: list) -> None:
-        matrix = group[0][1] if len(group) == 1 else np.vstack([g[1] for g in group])
-        self.on_batch(matrix.shape[0])
+        payload = combine([g[1] for g in group])
+        self.on_batch(payload.shape[0])
         try:
             # One predict thread: the event loop keeps accepting requests, which queue up for the
             # next batch (measured faster than predicting on the loop, see docs/architecture.md).
-            predictions = await loop.run_in_executor(self._executor, model.predict, matrix)
+            running = loop.run_in_executor(self._executor, model.predict, payload)
+            if self.batch_timeout is None:
+                predictions = await running
+            else:
+                try:
+                    predictions = await asyncio.wait_for(running, self.batch_timeout)
+                except asyncio.TimeoutError:
+                    # the stuck call keeps its thread until it returns (Python cannot stop a thread);
+                    # its answer goes nowhere, and the next batch runs on a new thread
+                    self._executor.shutdown(wait=False)
+                    self._executor = self._new_executor()
+                    raise ModelFailure(f"{getattr(model, 'label', 'the model')} took longer than "
+                                       f"{self.batch_timeout:g} s to predict {payload.shape[0]} rows",
+                                       "timeout", 504) from None
         except Exception as exc:  # a model error fails these requests, not the server
+            self.on_failure(getattr(exc, "reason", "raised"))
             for _, _, future in group:
                 if not future.done():
                     future.set_exception(exc)

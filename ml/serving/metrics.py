@@ -19,6 +19,8 @@ class ServerMetrics:
                                     registry=self.registry)
         self.model = Gauge("ml_serve_model_info", "1 for the model version being served", ["version", "digest"],
                            registry=self.registry)
+        self.model_failures = Counter("ml_serve_model_failures", "Batches the model failed, by what it did "
+                                      "(raised, wrong_output_count, timeout)", ["reason"], registry=self.registry)
         self.swaps = Counter("ml_serve_model_swaps", "Model loads by outcome", ["outcome"], registry=self.registry)
 
         self._children: dict[tuple[str, int], tuple] = {}

@@ -1,4 +1,10 @@
-"""A loaded, verified, warmed-up model: what the server swaps atomically."""
+"""A loaded, verified, warmed-up model: what the server swaps atomically.
+
+Whatever the model (a built-in or a team's own class), the server holds it behind this one
+object: the schema requests are validated against, and ``predict`` on a batch, which checks that
+the model gave one output per row and turns what went wrong in the model's code into a
+``ModelFailure`` naming the model, so that only that batch's requests fail.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,17 @@ from typing import Any
 
 import numpy as np
 
-from ml.serving.inputs import FeatureSchema
+from ml.models.interface import FeatureSchema, Model
+from ml.serving.inputs import Columns, matrix_table
+
+
+class ModelFailure(RuntimeError):
+    """The model did something wrong with a batch (raised, wrong output count, too slow):
+    a 5xx for that batch's requests, naming the model and what it did."""
+
+    def __init__(self, message: str, reason: str, status: int = 500):
+        super().__init__(message)
+        self.reason, self.status = reason, status
 
 
 @dataclass
@@ -17,40 +33,107 @@ class LoadedModel:
     uri: str
     digest: str
     schema: FeatureSchema
-    estimator: Any
+    model: Model
     task: str
+    name: str = "model"  # the model's name in the manifest (sklearn, text, a team's own)
     load_seconds: float = 0.0
     loaded_at: float = field(default_factory=time.time)
+    uses_matrix: bool = False  # a numeric schema and a model with predict_matrix: no Arrow table per batch
 
-    def predict(self, matrix: np.ndarray) -> list:
-        return self.estimator.predict(matrix).tolist()
+    @property
+    def label(self) -> str:
+        return f"model {self.name!r} version {self.version}"
+
+    def inputs(self, payload):
+        """What the model's predict takes for a parsed payload."""
+        if isinstance(payload, Columns):
+            return payload.table(self.schema)
+        return matrix_table(payload, self.schema)
+
+    def predict(self, payload) -> list:
+        rows = payload.shape[0]
+        try:
+            if self.uses_matrix:
+                out = self.model.predict_matrix(payload)
+            else:
+                out = self.model.predict(self.inputs(payload))
+            out = out.tolist() if isinstance(out, np.ndarray) else list(out)
+        except Exception as exc:
+            raise ModelFailure(f"{self.label} failed to predict {rows} rows: {type(exc).__name__}: {exc}",
+                               "raised") from exc
+        if len(out) != rows:
+            raise ModelFailure(f"{self.label} returned {len(out)} outputs for {rows} rows; a model must return "
+                               f"one per row", "wrong_output_count")
+        return out
 
 
-def load_model(uri: str, version: str | None = None) -> LoadedModel:
-    """Verify every digest, load the skops model, warm it up on held-out rows.
+def _warm_rows(manifest, schema: FeatureSchema):
+    """Up to 16 held-out rows as the payload a request would give, or None."""
+    if not any(e.name == "holdout.parquet" for e in manifest.files):
+        return None
+    from ml.model_io import read_holdout
 
-    Raises (ArtifactError, ValueError) without side effects, so a failed load leaves the
-    currently served model in place.
+    table = read_holdout(manifest, columns=schema.names, rows=16)
+    if schema.numeric:
+        from ml.snapshots import feature_matrix
+
+        return feature_matrix(table, schema.names)
+    values = []
+    for feature in schema.features:
+        column = table.column(feature.name)
+        values.append(column.cast("float64").to_pylist() if feature.kind == "number" else column.to_pylist())
+    return Columns(values, table.num_rows)
+
+
+def load_model(uri: str, version: str | None = None, predict_timeout: float | None = None,
+               max_text_chars: int | None = None) -> LoadedModel:
+    """Verify every digest, check the model's class may run here, load it confined to its files,
+    warm it up on held-out rows (within ``predict_timeout`` seconds, else refused).
+
+    Raises (ArtifactError, ModelClassError, ModelContractError, ModelFailure) without side
+    effects, so a failed load leaves the currently served model in place.
     """
-    from ml.model_io import load_verified_model, read_holdout
-    from ml.snapshots import feature_matrix
+    from ml.model_io import load_verified_model
 
     started = time.perf_counter()
-    manifest, estimator = load_verified_model(uri)
-    names = [c["name"] for c in manifest.schema]
-    schema = FeatureSchema(names, set(manifest.extra.get("features_with_missing", [])))
-    warm = np.zeros((1, len(names)))
-    if any(e.name == "holdout.parquet" for e in manifest.files):
-        warm = feature_matrix(read_holdout(manifest, columns=names, rows=16), names)
-    expected = estimator.predict(warm)  # first-call costs paid here, not by a user request
+    manifest, model = load_verified_model(uri)
+    schema = FeatureSchema.from_manifest(manifest.schema, set(manifest.extra.get("features_with_missing", [])))
+    if max_text_chars is not None:
+        schema.max_text_chars = max_text_chars
+    uses_matrix = schema.numeric and type(model).predict_matrix is not Model.predict_matrix
+    loaded = LoadedModel(
+        version=version or manifest.digest[:12], uri=uri, digest=manifest.digest, schema=schema, model=model,
+        task=manifest.extra.get("task", ""), name=manifest.extra.get("model", "sklearn"), uses_matrix=uses_matrix)
+    warm = _warm_rows(manifest, schema)
+    if warm is None:
+        warm = np.zeros((1, schema.width)) if schema.numeric else None
+    if uses_matrix:
+        try:
+            model.predict_matrix(warm)
+        except NotImplementedError:
+            loaded.uses_matrix = False
+    if warm is not None:
+        expected = loaded.predict(warm)  # first-call costs paid here, not by a user request
+        began = time.perf_counter()
+        if loaded.predict(warm) != expected:
+            raise ModelFailure(f"{loaded.label} gives different predictions for the same rows twice", "unstable")
+        seconds = time.perf_counter() - began
+        if predict_timeout is not None and seconds > predict_timeout:
+            raise ModelFailure(f"{loaded.label} took {seconds:.2f} s to predict {warm.shape[0]} held-out rows at "
+                               f"load, over the {predict_timeout:g} s predict timeout: every request would time out",
+                               "too_slow", 504)
+        _accelerate(loaded, warm, expected)
+    loaded.load_seconds = time.perf_counter() - started
+    return loaded
+
+
+def _accelerate(loaded: LoadedModel, warm, expected: list[Any]) -> None:
+    """The built-in tree models' vectorised walk for request-sized batches, kept only if it gives
+    the same predictions as scikit-learn on the held-out rows."""
+    pipeline = getattr(loaded.model, "pipeline", None)
+    if pipeline is None:
+        return
     from ml.serving.fast_trees import accelerate
 
-    # one NumPy pass over all trees for request-sized batches, kept only if it gives the
-    # same predictions as scikit-learn on the held-out rows
-    if (changed := accelerate(estimator)) is not None and not np.array_equal(estimator.predict(warm), expected):
+    if (changed := accelerate(pipeline)) is not None and loaded.predict(warm) != expected:
         del changed._predict_iterations
-    return LoadedModel(
-        version=version or manifest.digest[:12], uri=uri, digest=manifest.digest, schema=schema,
-        estimator=estimator, task=manifest.extra.get("task", ""),
-        load_seconds=time.perf_counter() - started,
-    )

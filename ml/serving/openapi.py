@@ -1,43 +1,60 @@
 """The server's OpenAPI document (used by clients and by the schemathesis run in the tests).
 
 The request schemas are built from ``ml.serving.inputs.JSON_FORMATS``, the table the parser
-dispatches on, and from the loaded model's features, so the document describes exactly what
+dispatches on, and from the loaded model's feature schema (each feature's kind and whether it may be missing), so the document describes exactly what
 ``/invocations`` accepts (the row limit included)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ml.serving.inputs import JSON_FORMATS
+from ml.models.interface import FeatureSchema
+from ml.serving.inputs import JSON_FORMATS, MAX_TEXT_CHARS
 
 _ERROR = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
 
 
-def _shapes(feature_names: list[str], missing_ok: list[bool], max_rows: int) -> dict[str, dict]:
+def value_schema(kind: str, nullable: bool, max_text_chars: int) -> dict[str, Any]:
+    """The JSON Schema of one feature's value, from its kind (``ml.models.KINDS``)."""
+    text = {"type": "string", "maxLength": max_text_chars}
+    schema = {"number": {"type": "number"}, "boolean": {"type": "boolean"}, "string": text,
+              "strings": {"type": "array", "items": text},
+              "timestamp": {"oneOf": [{"type": "string", "format": "date-time"},
+                                      {"type": "number", "description": "seconds since 1970-01-01T00:00:00Z"}]},
+              }[kind]
+    if not nullable:
+        return schema
+    if "type" in schema:
+        return {**schema, "type": [schema["type"], "null"]}
+    return {"oneOf": [*schema["oneOf"], {"type": "null"}]}
+
+
+def _shapes(schema: FeatureSchema | None, max_rows: int) -> dict[str, dict]:
     """JSON schemas of each value shape a format may take."""
-    values = [{"type": ["number", "null"] if ok else "number"} for ok in missing_ok]
-    row = {"type": "array", "prefixItems": values, "items": False,
-           "minItems": len(feature_names), "maxItems": len(feature_names)}
-    record = {"type": "object", "properties": dict(zip(feature_names, values)),
-              "required": feature_names, "additionalProperties": False}
+    features = schema.features if schema else ()
+    names = [f.name for f in features]
+    limit = getattr(schema, "max_text_chars", MAX_TEXT_CHARS)
+    values = [value_schema(f.kind, f.nullable, limit) for f in features]
+    row = {"type": "array", "prefixItems": values, "items": False, "minItems": len(names), "maxItems": len(names)}
+    record = {"type": "object", "properties": dict(zip(names, values)), "required": names,
+              "additionalProperties": False}
     bounded = {"minItems": 1, "maxItems": max_rows}
     return {
         "rows": {"type": "array", "items": {"oneOf": [row, record]}, **bounded},
         "records": {"type": "array", "items": record, **bounded},
         "rows only": {"type": "array", "items": row, **bounded},
-        "columns": {"type": "object", "additionalProperties": False, "required": feature_names,
+        "columns": {"type": "object", "additionalProperties": False, "required": names,
                     "description": "every list equally long (checked by the server: JSON Schema cannot say it)",
-                    "properties": {n: {"type": "array", "items": v, **bounded} for n, v in zip(feature_names, values)}},
+                    "properties": {n: {"type": "array", "items": v, **bounded} for n, v in zip(names, values)}},
     }
 
 
-def request_schema(feature_names: list[str], missing_ok: list[bool] | None = None,
-                   max_rows: int = 10_000) -> dict[str, Any]:
+def request_schema(schema: FeatureSchema | None, max_rows: int = 10_000) -> dict[str, Any]:
     """The application/json body of /invocations: one alternative per entry of JSON_FORMATS."""
-    shapes = _shapes(feature_names, missing_ok or [False] * len(feature_names), max_rows)
+    shapes = _shapes(schema, max_rows)
     shapes["split"] = {"type": "object", "required": ["columns", "data"], "additionalProperties": False,
-                       "properties": {"columns": {"const": feature_names}, "data": shapes["rows only"],
-                                      "index": {"type": "array"}}}
+                       "properties": {"columns": {"const": schema.names if schema else []},
+                                      "data": shapes["rows only"], "index": {"type": "array"}}}
     alternatives = []
     for fmt in JSON_FORMATS:
         value = shapes[fmt.shapes[0]] if len(fmt.shapes) == 1 else {"oneOf": [shapes[s] for s in fmt.shapes]}
@@ -59,8 +76,7 @@ ADMIN_REQUEST = {"oneOf": [
 ]}
 
 
-def openapi_document(feature_names: list[str], missing_ok: list[bool] | None = None,
-                     max_rows: int = 10_000) -> dict[str, Any]:
+def openapi_document(schema: FeatureSchema | None, max_rows: int = 10_000) -> dict[str, Any]:
     err = lambda text: {"description": text, "content": {"application/json": {"schema": _ERROR}}}
     return {
         "openapi": "3.1.0",
@@ -73,7 +89,7 @@ def openapi_document(feature_names: list[str], missing_ok: list[bool] | None = N
             "/invocations": {"post": {
                 "summary": "Predict",
                 "requestBody": {"required": True, "content": {
-                    "application/json": {"schema": request_schema(feature_names, missing_ok, max_rows)},
+                    "application/json": {"schema": request_schema(schema, max_rows)},
                     "text/csv": {"schema": {"type": "string"}},
                 }},
                 "responses": {
@@ -82,6 +98,8 @@ def openapi_document(feature_names: list[str], missing_ok: list[bool] | None = N
                         "properties": {"predictions": {"type": "array"}, "model_version": {"type": "string"}}}}}},
                     "400": err("malformed input"), "413": err("body or row count too large"),
                     "415": err("unsupported content type"), "503": err("no model loaded yet"),
+                    "500": err("the model failed this batch (raised, or not one output per row); named"),
+                    "504": err("the model took longer than the predict timeout for this batch"),
                 }}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
                 "200": {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},

@@ -53,7 +53,7 @@ def registry(tmp_path_factory):
         ctx = {"dag": type("D", (), {"dag_id": "test"})(), "run_id": f"r-{name}", "outlet_events": {}}
         versions[name] = RegisterModelOperator(task_id="register", model_uri=uris[name], model_name="m").execute(ctx)[
             "version"]
-    (tampered / manifest.file("model.skops").path).write_bytes(b"tampered after registration")
+    (tampered / manifest.file("model/model.skops").path).write_bytes(b"tampered after registration")
     target_dir = root / "endpoint"
     features = table.drop(["target"])
     yield {"versions": versions, "dir": str(target_dir), "root": root, "columns": features.column_names,

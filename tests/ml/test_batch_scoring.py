@@ -59,7 +59,7 @@ def test_scored_shards_commit_one_partition_with_the_models_predictions(tmp_path
                               for e in sorted(manifest.files, key=lambda e: e.path))
     model_manifest, estimator = model_io.load_verified_model(model)
     features = [c["name"] for c in model_manifest.schema]
-    assert scored.column("prediction").to_pylist() == estimator.predict(feature_matrix(table, features)).tolist()
+    assert scored.column("prediction").to_pylist() == estimator.pipeline.predict(feature_matrix(table, features)).tolist()
     assert set(scored.column("model_version").to_pylist()) == {"7"}
     assert "target" in scored.column_names and "mean_radius" not in scored.column_names
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from ml import __version__ as ml_version
 from ml import artifacts, model_io, train
 from tests.helpers import breast_cancer_table, diabetes_table, write_snapshot
 
@@ -42,14 +43,17 @@ def test_cli_trains_evaluates_and_writes_a_verified_model(cancer_snapshot, tmp_p
     assert result == {"model_uri": out, "digest": manifest.digest, "metrics": manifest.extra["metrics"]}
     assert set(manifest.extra["metrics"]) == {"accuracy", "f1", "roc_auc"}
     assert manifest.extra["metrics"]["roc_auc"] > 0.95
-    assert {f.name for f in manifest.files} == {"model.skops", "metrics.json", "config.json", "evaluation.svg",
-                                                "holdout.parquet"}
+    assert {f.name for f in manifest.files} == {"model/model.skops", "model/encoding.json", "metrics.json",
+                                                "config.json", "evaluation.svg", "holdout.parquet"}
+    assert manifest.extra["model_class"] == "ml.models.sklearn_tabular:SklearnModel"
+    assert (manifest.extra["model_package"], manifest.extra["model_package_version"]) == ("ml", ml_version)
+    assert {c["kind"] for c in manifest.schema} == {"number"} and not any(c["nullable"] for c in manifest.schema)
     snapshot = artifacts.read_manifest(cancer_snapshot)
     assert manifest.lineage["snapshot_digest"] == snapshot.digest == manifest.extra["snapshot_digest"]
     assert manifest.lineage["run_id"] == "r2" and manifest.lineage["dag_id"] == "d"
     assert [c["name"] for c in manifest.schema] == [c for c in breast_cancer_table().column_names if c != "target"]
     assert manifest.extra["n_train"] + manifest.extra["n_test"] == 569 and manifest.row_count == manifest.extra["n_train"]
-    with artifacts.open_file(manifest, manifest.file("model.skops")) as f:
+    with artifacts.open_file(manifest, manifest.file("model/model.skops")) as f:
         model = model_io.loads(f.read())
     import pyarrow.parquet as pq
 
@@ -85,7 +89,7 @@ def test_a_classifier_picture_has_its_confusion_matrix_and_roc_curve(cancer_snap
     with artifacts.open_file(manifest, manifest.file("holdout.parquet")) as f:
         holdout = pq.read_table(f)
     truth = holdout.column("target").to_numpy()
-    expected = confusion_matrix(truth, model.predict(holdout.drop(["target"]).to_pandas().to_numpy()))
+    expected = confusion_matrix(truth, model.predict(holdout.drop(["target"])))
     assert [int(c.text) for c in cells] == expected.ravel().tolist()
     assert int(np.sum(expected)) == manifest.extra["n_test"]
     roc = svg.find(".//s:g[@class='roc']", ns)
@@ -167,7 +171,7 @@ BAD_CONFIGS = [
     (json.dumps({**HGB, "features": ["mean_radius", "ghost"]}), "feature columns ['ghost'] are not in the snapshot"),
     (json.dumps({**HGB, "features": ["mean_radius", "target"]}), "target column 'target' is also listed as a feature"),
     (json.dumps([HGB]), "config must be a JSON object, got list"),
-    (json.dumps({**HGB, "params": [30]}), "config 'params' must be a JSON object of estimator parameters"),
+    (json.dumps({**HGB, "params": [30]}), "config 'params' must be a JSON object of model parameters"),
     (json.dumps({**HGB, "features": "mean_radius"}), "config 'features' must be a list of column names"),
     (json.dumps({**HGB, "features": []}), "config 'features' is an empty list"),
     (json.dumps({**HGB, "exclude": "mean_radius"}), "config 'exclude' must be a list of column names"),
@@ -197,7 +201,10 @@ def test_bad_config_message_on_stderr_from_the_real_cli(cancer_snapshot, tmp_pat
 @pytest.mark.parametrize(
     "table,message",
     [
-        (pa.table({"name": ["a", "b", "c", "d"], "target": [0, 1, 0, 1]}), "must be numeric or boolean"),
+        (pa.table({"blob": [b"a", b"b", b"c", b"d"], "target": [0, 1, 0, 1]}),
+         "feature column 'blob' has type binary, which no model can take"),
+        (pa.table({"tags": [["a"], ["b"], [], None], "target": [0, 1, 0, 1]}),
+         "not usable: ['tags (strings)']. Exclude them"),
         (pa.table({"x": [1.0, 2.0, 3.0, 4.0], "target": [1, 1, 1, 1]}), "single class"),
         (pa.table({"x": [1.0, float("inf"), 3.0, float("-inf")], "y": [0.5, 1.0, float("inf"), 2.0],
                    "target": [0, 1, 0, 1]}), "infinite values (rows per column): {'x': 2, 'y': 1}"),

@@ -101,7 +101,7 @@ def test_tampered_model_is_not_registered(registry, models, make_context, tmp_pa
     copy = tmp_path / "copy"
     shutil.copytree(models["b"], copy)
     manifest = artifacts.read_manifest(str(copy))
-    (copy / manifest.file("model.skops").path).write_bytes(b"not a model")
+    (copy / manifest.file("model/model.skops").path).write_bytes(b"not a model")
     with pytest.raises(artifacts.ArtifactCorruptError):
         register(str(copy), make_context())
     assert registry.search_model_versions("name = 'cancer'") == []

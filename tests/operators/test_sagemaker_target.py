@@ -55,7 +55,7 @@ def test_the_tarball_is_the_verified_artifact_byte_for_byte_the_same_each_time(m
     import shutil
 
     shutil.copytree(models["v1"].uri, tampered)
-    (tampered / manifest.file("model.skops").path).write_bytes(b"not the model")
+    (tampered / manifest.file("model/model.skops").path).write_bytes(b"not the model")
     with pytest.raises(artifacts.ArtifactCorruptError):
         model_tarball(str(tampered))
 

@@ -62,7 +62,9 @@ def test_the_model_of_a_pipeline_is_accelerated_and_the_server_loads_it_so(train
     from ml.model_io import load_verified_model
     from ml.serving.model import load_model
 
-    _, pipeline = load_verified_model(trained_models["1"])
+    _, model = load_verified_model(trained_models["1"])
+    pipeline = model.pipeline
     assert isinstance(pipeline, Pipeline) and accelerate(pipeline) is pipeline.steps[-1][1]
     loaded = load_model(trained_models["1"], "1")
-    assert "_predict_iterations" in vars(loaded.estimator.steps[-1][1])  # kept: same predictions at load
+    assert loaded.uses_matrix  # numeric features: requests go to the pipeline as the matrix they parse into
+    assert "_predict_iterations" in vars(loaded.model.pipeline.steps[-1][1])  # kept: same predictions at load

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from ml.serving.batcher import MicroBatcher
-from ml.serving.inputs import FeatureSchema, InputError, _number, parse_body
+from ml.models import Feature, FeatureSchema
+from ml.serving.inputs import InputError, _number, parse_body
 
-SCHEMA = FeatureSchema(["a", "b"], missing_allowed={"a"})
+SCHEMA = FeatureSchema([Feature("a", "number", nullable=True), Feature("b", "number")])
 
 
 def test_nan_is_a_missing_value_only_where_training_saw_one_and_infinity_is_refused():

@@ -208,7 +208,7 @@ def test_admin_needs_the_token_and_refuses_tampered_models(server, trained_model
     auth = {"Authorization": f"Bearer {TOKEN}"}
     tampered = uploads / "v3-tampered"
     shutil.copytree(trained_models["3"], tampered)
-    entry = artifacts.read_manifest(str(tampered)).file("model.skops")
+    entry = artifacts.read_manifest(str(tampered)).file("model/model.skops")
     (tampered / entry.path).write_bytes(b"evil")
     status, body = post_json(url, {"uri": str(tampered), "version": "3"}, headers=auth)
     assert status == 422 and "does not match its manifest" in body["error"] and body["model_version"] == "1"
@@ -248,7 +248,7 @@ def test_admin_is_disabled_without_a_token(trained_models):
 def test_a_tampered_model_at_startup_exits_with_the_reason(trained_models, tmp_path):
     tampered = tmp_path / "t"
     shutil.copytree(trained_models["1"], tampered)
-    (tampered / artifacts.read_manifest(str(tampered)).file("model.skops").path).write_bytes(b"x")
+    (tampered / artifacts.read_manifest(str(tampered)).file("model/model.skops").path).write_bytes(b"x")
     proc = subprocess.run([sys.executable, "-m", "ml.serve", "--model", str(tampered), "--port", "1"], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0 and "does not match its manifest" in proc.stdout + proc.stderr

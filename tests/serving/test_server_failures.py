@@ -1,5 +1,5 @@
 """The model server when things go wrong inside it, driven as the ASGI app uvicorn runs: a
-predict that overruns its timeout or raises answers 503/500 and the next request is served; a
+predict that overruns its timeout or raises answers 504/500 and the next request is served; a
 model that cannot load fails the startup (uvicorn exits) instead of serving nothing; an alias
 the registry cannot resolve keeps the current model serving and says why."""
 
@@ -55,7 +55,7 @@ def body(trained_models) -> bytes:
     return orjson.dumps({"inputs": trained_models["rows"][:2]})
 
 
-def test_a_predict_over_its_timeout_is_a_503_and_the_next_request_is_served(serve, trained_models):
+def test_a_predict_over_its_timeout_is_a_504_naming_the_model_and_the_next_request_is_served(serve, trained_models):
     async def scenario(server):
         model = server.current
         real = model.predict
@@ -72,7 +72,8 @@ def test_a_predict_over_its_timeout_is_a_503_and_the_next_request_is_served(serv
         return timed_out, waited, await call(server, "POST", "/invocations", body(trained_models))
 
     (status, answer), waited, (after, served) = serve(scenario, predict_timeout_s=0.05)
-    assert status == 503 and answer == {"error": "prediction timed out; retry"}
+    assert status == 504 and answer == {"error": "model 'sklearn' version 1 took longer than 0.05 s to predict 2 rows",
+                                        "model_version": "1"}
     assert waited < 0.4  # answered at the timeout, not when the predict returned
     assert after == 200 and served["model_version"] == "1" and len(served["predictions"]) == 2
 

@@ -1,0 +1,1 @@
+"""A team's own moderation model: rules plus a small NumPy model (see model.py)."""

@@ -1,0 +1,182 @@
+"""The built-in ``text`` model: a moderation-style text classifier.
+
+Each text column gives word n-grams and character n-grams (``char_wb``: text without spaces,
+Japanese say, still gives n-grams), hashed into fixed-width count vectors (``HashingVectorizer``:
+no vocabulary to store or grow), weighted by TF-IDF over all of them, beside any numeric columns
+(standardised), into a logistic regression. A list-of-strings column is one text of its items.
+What it learns is three arrays and a JSON file: the IDF weights, the coefficients and intercepts,
+the columns' settings; loading rebuilds the same scikit-learn objects from them, so predictions
+are scikit-learn's own.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ml.models.interface import Model, ModelContractError
+
+
+def _pair(value, name: str) -> tuple[int, int]:
+    if (not isinstance(value, (list, tuple)) or len(value) != 2 or not all(isinstance(v, int) for v in value)
+            or not 1 <= value[0] <= value[1]):
+        raise ValueError(f"{name} must be [low, high] with 1 <= low <= high, got {value!r}")
+    return int(value[0]), int(value[1])
+
+
+class TextClassifier(Model):
+    accepts = frozenset({"string", "strings", "number", "boolean"})
+    task = "classification"
+    CONFIG, IDF, COEF, INTERCEPT = "text_model.json", "idf.npy", "coef.npy", "intercept.npy"
+
+    def __init__(self, text_columns: list[str] | None = None, word_ngrams=(1, 2), char_ngrams=(2, 4),
+                 hash_bits: int = 18, lowercase: bool = True, C: float = 10.0, max_iter: int = 200,
+                 class_weight: str | None = None, seed: int = 42):
+        if text_columns is not None and (not isinstance(text_columns, list) or not text_columns
+                                         or not all(isinstance(c, str) for c in text_columns)):
+            raise ValueError(f"text_columns must be a non-empty list of column names, or null for every string "
+                             f"column; got {text_columns!r}")
+        if not isinstance(hash_bits, int) or not 10 <= hash_bits <= 24:
+            raise ValueError(f"hash_bits must be an integer from 10 to 24, got {hash_bits!r}")
+        if class_weight not in (None, "balanced"):
+            raise ValueError(f"class_weight must be null or 'balanced', got {class_weight!r}")
+        if isinstance(C, bool) or not isinstance(C, (int, float)) or C <= 0:
+            raise ValueError(f"C must be a positive number, got {C!r}")
+        self.settings: dict[str, Any] = {
+            "text_columns": text_columns, "word_ngrams": list(_pair(word_ngrams, "word_ngrams")),
+            "char_ngrams": list(_pair(char_ngrams, "char_ngrams")), "hash_bits": hash_bits,
+            "lowercase": bool(lowercase), "C": float(C), "max_iter": int(max_iter), "class_weight": class_weight,
+            "seed": int(seed),
+        }
+        self.columns: dict[str, list[str]] = {}
+        self.scaling: dict[str, list[float]] = {}
+        self.tfidf = self.classifier = None
+
+    def declare_features(self, schema):
+        schema = super().declare_features(schema)
+        named = self.settings["text_columns"]
+        texts = [f.name for f in schema.features if f.kind in ("string", "strings")]
+        if named is not None:
+            wrong = [n for n in named if n not in texts]
+            if wrong:
+                raise ModelContractError(f"text_columns {wrong} are not string columns of the snapshot; its string "
+                                         f"columns are {texts}")
+            texts = list(named)
+        if not texts:
+            raise ModelContractError("the text model needs at least one string column; the features are "
+                                     f"{[f'{f.name} ({f.kind})' for f in schema.features]}")
+        self.columns = {"text": texts, "numeric": [f.name for f in schema.features if f.name not in texts
+                                                   and f.kind in ("number", "boolean")]}
+        unused = [f.name for f in schema.features if f.name not in texts and f.name not in self.columns["numeric"]]
+        if unused:
+            raise ModelContractError(f"string columns {unused} are not among text_columns: list them there, "
+                                     f"or exclude them")
+        return schema
+
+    # -- the features ---------------------------------------------------------------------------
+    def _vectorizers(self):
+        from sklearn.feature_extraction.text import HashingVectorizer
+
+        s = self.settings
+        common = {"n_features": 1 << s["hash_bits"], "alternate_sign": False, "norm": None,
+                  "lowercase": s["lowercase"]}
+        return [HashingVectorizer(analyzer="word", ngram_range=tuple(s["word_ngrams"]),
+                                  token_pattern=r"(?u)\b\w+\b", **common),
+                HashingVectorizer(analyzer="char_wb", ngram_range=tuple(s["char_ngrams"]), **common)]
+
+    @staticmethod
+    def _texts(column) -> list[str]:
+        import pyarrow as pa
+
+        if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+            return [" ".join(v for v in items if v) if items else "" for items in column.to_pylist()]
+        return [v if v is not None else "" for v in column.to_pylist()]
+
+    def _counts(self, table):
+        import scipy.sparse as sp
+
+        blocks = [vectorizer.transform(self._texts(table.column(name)))
+                  for name in self.columns["text"] for vectorizer in self._vectorizers()]
+        return sp.hstack(blocks, format="csr")
+
+    def _numeric(self, table):
+        import numpy as np
+        import pyarrow as pa
+
+        names = self.columns["numeric"]
+        values = np.column_stack([table.column(n).cast(pa.float64()).to_numpy(zero_copy_only=False) for n in names])
+        scaled = (values - np.asarray(self.scaling["mean"])) / np.asarray(self.scaling["scale"])
+        return np.nan_to_num(scaled, nan=0.0)  # missing: the training mean
+
+    def _matrix(self, table):
+        import scipy.sparse as sp
+
+        matrix = self.tfidf.transform(self._counts(table))
+        if self.columns["numeric"]:
+            matrix = sp.hstack([matrix, sp.csr_matrix(self._numeric(table))], format="csr")
+        return matrix
+
+    # -- the interface --------------------------------------------------------------------------
+    def fit(self, features, target) -> None:
+        import numpy as np
+        import pyarrow as pa
+        from sklearn.feature_extraction.text import TfidfTransformer
+        from sklearn.linear_model import LogisticRegression
+
+        if not self.columns:
+            from ml.models.interface import FeatureSchema
+
+            self.declare_features(FeatureSchema.from_table(features))
+        if self.columns["numeric"]:
+            raw = np.column_stack([features.column(n).cast(pa.float64()).to_numpy(zero_copy_only=False)
+                                   for n in self.columns["numeric"]])
+            mean, scale = np.nanmean(raw, axis=0), np.nanstd(raw, axis=0)
+            self.scaling = {"mean": np.nan_to_num(mean).tolist(),
+                            "scale": np.where(np.nan_to_num(scale) > 0, np.nan_to_num(scale), 1.0).tolist()}
+        self.tfidf = TfidfTransformer(sublinear_tf=True)
+        counts = self._counts(features)
+        self.tfidf.fit(counts)
+        s = self.settings
+        self.classifier = LogisticRegression(C=s["C"], max_iter=s["max_iter"], class_weight=s["class_weight"],
+                                             random_state=s["seed"])
+        self.classifier.fit(self._matrix(features), target)
+
+    def predict(self, features):
+        return self.classifier.predict(self._matrix(features))
+
+    def predict_proba(self, features):
+        return self.classifier.predict_proba(self._matrix(features))
+
+    @property
+    def classes(self):
+        return [c.item() if hasattr(c, "item") else c for c in self.classifier.classes_]
+
+    def save(self, directory: Path) -> None:
+        import numpy as np
+
+        config = {"settings": self.settings, "columns": self.columns, "scaling": self.scaling,
+                  "classes": self.classes, "n_features_in": int(self.classifier.n_features_in_)}
+        (directory / self.CONFIG).write_text(json.dumps(config, indent=1, sort_keys=True, ensure_ascii=False))
+        np.save(directory / self.IDF, self.tfidf.idf_, allow_pickle=False)
+        np.save(directory / self.COEF, self.classifier.coef_, allow_pickle=False)
+        np.save(directory / self.INTERCEPT, self.classifier.intercept_, allow_pickle=False)
+
+    @classmethod
+    def load(cls, directory: Path) -> TextClassifier:
+        import numpy as np
+        from sklearn.feature_extraction.text import TfidfTransformer
+        from sklearn.linear_model import LogisticRegression
+
+        config = json.loads((directory / cls.CONFIG).read_text())
+        model = cls(**config["settings"])
+        model.columns, model.scaling = config["columns"], config["scaling"]
+        model.tfidf = TfidfTransformer(sublinear_tf=True)
+        model.tfidf.idf_ = np.load(directory / cls.IDF, allow_pickle=False)
+        classifier = LogisticRegression()
+        classifier.coef_ = np.load(directory / cls.COEF, allow_pickle=False)
+        classifier.intercept_ = np.load(directory / cls.INTERCEPT, allow_pickle=False)
+        classifier.classes_ = np.asarray(config["classes"])
+        classifier.n_features_in_ = config["n_features_in"]
+        model.classifier = classifier
+        return model

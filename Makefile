@@ -21,10 +21,12 @@ $(UV):
 	$(PYTHON) -m venv .tools
 	.tools/bin/pip install --quiet uv==$(UV_VERSION)
 
-# The lock pins every package; the .pth puts this checkout (ml/, operators/, demo/) on the path.
-$(VENV)/.synced: requirements.lock $(UV)
+# The lock pins every package; the .pth puts this checkout (ml/, operators/, demo/) on the path;
+# the example team model (examples/keyword_moderation, numpy only) is installed as a team installs theirs.
+$(VENV)/.synced: requirements.lock $(UV) examples/keyword_moderation/pyproject.toml
 	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(VENV)
 	$(UV) pip sync --quiet --python $(VENV)/bin/python requirements.lock
+	$(UV) pip install --quiet --python $(VENV)/bin/python --no-deps -e examples/keyword_moderation
 	echo "$(CURDIR)" > "$$($(VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/ml_pipelines_checkout.pth"
 	touch $@
 
@@ -70,9 +72,9 @@ benchmarks: venv
 	$(VENV)/bin/python benchmarks/pipeline.py
 	$(VENV)/bin/python benchmarks/batch_scoring.py
 
-# `make demo` leaves its model server running (that is the point); this stops it.
+# `make demo` leaves its model servers running (that is the point); this stops them.
 demo-stop:
-	@[ ! -f .demo/endpoints/demo-local/state.json ] || $(VENV)/bin/python -c "from operators.deploy_targets.local import LocalServerTarget as T; T('demo-local', state_dir='.demo/endpoints/demo-local').stop()"
+	@for e in demo-local demo-text; do [ ! -f .demo/endpoints/$$e/state.json ] || $(VENV)/bin/python -c "from operators.deploy_targets.local import LocalServerTarget as T; T('$$e', state_dir='.demo/endpoints/$$e').stop()"; done
 
 clean: airflow-stop demo-stop
 	rm -rf .demo .pytest_cache

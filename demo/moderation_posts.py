@@ -1,6 +1,9 @@
 """Labelled moderation posts made on the spot (nothing downloaded): for the demo, the tests and the
 benchmarks of the text models.
 
+    python -m demo.moderation_posts --sqlite PATH     # a day of posts into demo_moderation_posts
+    python -m demo.moderation_posts --postgres URI
+
 Each post is an everyday remark ("ok") or spam, a scam or an insult ("flagged"), built from
 phrase lists in English and Japanese (no spaces between words), with a share of empty and very
 long posts, and some label noise so that no model is perfect. The same seed gives the same posts.
@@ -61,3 +64,54 @@ def table(n: int, seed: int = 0):
 
     texts, labels = posts(n, seed)
     return pa.table({"text": texts, "length": [len(t) for t in texts], "label": labels})
+
+
+TABLE = "demo_moderation_posts"
+POSTS_PER_DAY = 400
+
+
+def day_rows(day: int) -> list[tuple]:
+    """Day 0: 2,000 posts; each later day 400 more, with event times inside that day's interval
+    (the same scheme as demo/seed_source.py, so the same DAG schedule extracts them)."""
+    from datetime import timedelta
+
+    from demo.seed_source import EPOCH
+
+    n = 2000 if day == 0 else POSTS_PER_DAY
+    texts, labels = posts(n, seed=1000 + day)
+    start, step = EPOCH + timedelta(days=day), timedelta(days=1) / (n + 1)
+    return [(text, "ja" if any(ord(c) > 0x3000 for c in text) else "en", len(text), label,
+             (start + step * (i + 1)).isoformat()) for i, (text, label) in enumerate(zip(texts, labels))]
+
+
+def seed(conn, placeholder: str, ts_type: str):
+    """Append the next day of posts to ``demo_moderation_posts``; returns the logical date to run."""
+    from datetime import datetime, timedelta
+
+    from demo.seed_source import EPOCH
+
+    cur = conn.cursor()
+    cur.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (text TEXT NOT NULL, lang TEXT NOT NULL, length INTEGER NOT NULL,"
+                f" label TEXT NOT NULL, event_time {ts_type} NOT NULL)")
+    cur.execute(f"SELECT MAX(event_time) FROM {TABLE}")
+    last = cur.fetchone()[0]
+    if last is None:
+        day = 0
+    else:
+        last = datetime.fromisoformat(last) if isinstance(last, str) else last
+        day = (last - EPOCH).days + 1
+    rows = day_rows(day)
+    cur.executemany(f"INSERT INTO {TABLE} VALUES ({', '.join([placeholder] * 5)})", rows)
+    conn.commit()
+    print(f"seeded day {day}: {len(rows)} posts into {TABLE}", flush=True)
+    return EPOCH + timedelta(days=day + 1)
+
+
+def main() -> None:
+    from demo.seed_source import seed_cli
+
+    seed_cli(seed, "Append a day of labelled moderation posts to the demo source table")
+
+
+if __name__ == "__main__":
+    main()

@@ -14,6 +14,7 @@ def main() -> int:
     parser.add_argument("--model-name", required=True)
     parser.add_argument("--tracking-uri", required=True)
     parser.add_argument("--endpoint-state", help="the local endpoint's state.json: show the URL and a prediction")
+    parser.add_argument("--own-text", help="a text model: the curl to paste sends this text (put your own in)")
     args = parser.parse_args()
 
     from mlflow.tracking import MlflowClient
@@ -38,6 +39,7 @@ def main() -> int:
         "version": version.version,
         "versions_in_registry": total,
         "metrics": newest.extra.get("metrics"),
+        "model": newest.extra.get("model", "sklearn"),
         "estimator": newest.extra.get("estimator"),
         "n_train": newest.extra.get("n_train"),
         "model_digest": newest.digest,
@@ -45,11 +47,11 @@ def main() -> int:
         "run_id": version.tags.get("lineage.run_id"),
     }, indent=2))
     if args.endpoint_state:
-        return report_endpoint(args.endpoint_state, newest, client, args.model_name)
+        return report_endpoint(args.endpoint_state, newest, client, args.model_name, args.own_text)
     return 0
 
 
-def report_endpoint(state_path: str, manifest, client, model_name: str) -> int:
+def report_endpoint(state_path: str, manifest, client, model_name: str, own_text: str | None = None) -> int:
     """Show the endpoint: which version serves, how fast the deploy took, and a real prediction.
 
     When the endpoint is not running (``make demo-stop``) and this run's gate kept production,
@@ -92,7 +94,9 @@ def report_endpoint(state_path: str, manifest, client, model_name: str) -> int:
     row = read_holdout(manifest, rows=1).to_pylist()[0]
     names = [c["name"] for c in manifest.schema]
     answer = invoke(target.url, [[row[n] for n in names]], timeout=10)
-    body = json.dumps({"instances": [[row[n] for n in names]]})
+    body = json.dumps({"instances": [[row[n] for n in names]]}, ensure_ascii=False)
+    if own_text is not None and len(names) == 1:  # a text model: one text to type
+        body = json.dumps({"instances": [{names[0]: own_text}]}, ensure_ascii=False)
     timing = (state.get("served") or {}).get("seconds_to_serve") \
         if (state.get("served") or {}).get("version") == served.get("model_version") else None
     print()
@@ -100,7 +104,9 @@ def report_endpoint(state_path: str, manifest, client, model_name: str) -> int:
           f"(deploy asked -> serving: {timing} s)")
     print("try it:")
     print(f"  curl -s -X POST {target.url}/invocations -H 'Content-Type: application/json' -d {shlex.quote(body)}")
-    print(f"prediction for a held-out row (true label {row[manifest.extra['target']]}): {json.dumps(answer)}")
+    shown = f" {json.dumps(row[names[0]], ensure_ascii=False)[:80]}" if own_text is not None else ""
+    print(f"prediction for a held-out row{shown} (true label {row[manifest.extra['target']]}): "
+          f"{json.dumps(answer, ensure_ascii=False)}")
     return 0
 
 

@@ -90,8 +90,9 @@ def seed_sqlite(path, days_at_least: int = 1) -> str:
     return f"demo source {path}: {days} days of rows in {TABLE}"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def seed_cli(seed_function, description: str) -> None:
+    """``--sqlite PATH`` or ``--postgres URI``, then ``seed_function(conn, placeholder, ts_type)``."""
+    parser = argparse.ArgumentParser(description=description)
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--sqlite", help="path of the SQLite database file")
     where.add_argument("--postgres", help="libpq URI of the PostgreSQL database")
@@ -101,14 +102,18 @@ def main() -> None:
         import sqlite3
 
         with sqlite3.connect(args.sqlite) as conn:
-            logical = seed(conn, "?", "TEXT")
+            logical = seed_function(conn, "?", "TEXT")
     else:
         import psycopg2
 
         with psycopg2.connect(args.postgres) as conn:
-            logical = seed(conn, "%s", "TIMESTAMPTZ")
+            logical = seed_function(conn, "%s", "TIMESTAMPTZ")
     if args.print_logical_date:
         print(logical.isoformat())
+
+
+def main() -> None:
+    seed_cli(seed, __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ PASSED = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SSL_CERT_FILE", "RE
           "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
           "AWS_SESSION_TOKEN", "AWS_PROFILE", "STORAGE_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS",
           "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "VIRTUAL_ENV", "OMP_NUM_THREADS",
+          # the model classes this deployment allows (ml/models/classes.py), the image it runs in
+          "ML_MODEL_CLASSES", "ML_IMAGE",
           # coverage.py's switch for child processes (its settings, no secret): under `make test`
           # the trainer and the model server report the lines they ran, as every other process does
           "COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START")

@@ -1,12 +1,19 @@
 """Serving benchmark: ml.serve vs `mlflow models serve`, KServe and MLServer, on the same
 model and the same load.
 
-Trains a HistGradientBoostingClassifier on 10 generated features and serves the same fitted
-estimator with this project's server, MLflow's scoring server, a `kserve.Model` on KServe
+Numeric: trains a HistGradientBoostingClassifier on 10 generated features and serves the same
+fitted estimator with this project's server, MLflow's scoring server, a `kserve.Model` on KServe
 0.21's ModelServer and MLServer 1.7.1's scikit-learn runtime (one process each, default
-settings, this server with its JSON access log on). wrk drives each in turn with single-row
-JSON requests (each server's own protocol) over 8 concurrent connections. Prints throughput
-and p50/p99 side by side.
+settings, this server with its JSON access log on). ``--compare-with REV`` also serves it with
+this project's code at git revision REV (a worktree in the temporary folder, its own trainer's
+model): the same model through the code before a change, in the same run.
+
+Text: trains the built-in ``text`` model on generated moderation posts and fits the same
+scikit-learn pipeline (hashed word and character n-grams, TF-IDF, logistic regression) for
+`mlflow models serve`, its default flavour; single-text requests.
+
+wrk drives each in turn with single-row JSON requests (each server's own protocol) over 8
+concurrent connections. Prints throughput and p50/p99 side by side.
 
 KServe and MLServer run from virtualenvs of their own (benchmarks/alternatives/*.lock, made
 in .cache/bench-venvs/ on first use with uv, as `make venv` makes the project's): their pins
@@ -140,6 +147,54 @@ def build_models(work: Path) -> tuple[str, str, list[float]]:
     return str(work / "model"), str(work / "mlflow-model"), [round(float(v), 6) for v in X[0]]
 
 
+def build_text_models(work: Path) -> tuple[str, str, dict]:
+    """Our ``text`` model and, for MLflow, the same scikit-learn pipeline fitted on the same rows."""
+    import mlflow.sklearn
+    import numpy as np
+    import pyarrow.parquet as pq
+    from sklearn.compose import ColumnTransformer
+    from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    from demo.moderation_posts import table as posts_table
+    from ml import artifacts, train
+
+    table = posts_table(20_000, seed=11).select(["text", "label"])
+    snapshot = work / "text-snapshot"
+    writer = artifacts.ArtifactWriter(str(snapshot), "snapshot")
+    with writer.open("part-00000.parquet") as f:
+        pq.write_table(table, f)
+    from ml.snapshots import arrow_schema_fields
+
+    writer.commit(schema=arrow_schema_fields(table.schema), row_count=table.num_rows, lineage={"benchmark": "text"})
+    config = train.parse_config({"model": "text", "target": "label", "params": {"C": 5.0}})
+    train.train(str(snapshot), str(work / "text-model"), config)
+    model = config.build()
+    settings = model.settings
+    common = {"n_features": 1 << settings["hash_bits"], "alternate_sign": False, "norm": None, "lowercase": True}
+    pipeline = Pipeline([
+        ("features", ColumnTransformer([
+            ("word", HashingVectorizer(analyzer="word", ngram_range=tuple(settings["word_ngrams"]),
+                                       token_pattern=r"(?u)\b\w+\b", **common), "text"),
+            ("char", HashingVectorizer(analyzer="char_wb", ngram_range=tuple(settings["char_ngrams"]), **common),
+             "text")])),
+        ("tfidf", TfidfTransformer(sublinear_tf=True)),
+        ("model", LogisticRegression(C=settings["C"], max_iter=settings["max_iter"], random_state=settings["seed"])),
+    ])
+    frame = table.to_pandas()
+    pipeline.fit(frame[["text"]], np.asarray(frame["label"]))
+    mlflow.sklearn.save_model(pipeline, str(work / "mlflow-text-model"))  # MLflow's default flavour
+    return str(work / "text-model"), str(work / "mlflow-text-model"), {"text": "buy cheap followers today, lol"}
+
+
+def before_checkout(rev: str, work: Path) -> Path:
+    """A worktree of this repository at ``rev`` (removed with the temporary folder's worktree list)."""
+    path = work / f"before-{rev}"
+    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "--quiet", str(path), rev], check=True)
+    return path
+
+
 def wrk(url: str, body: str, seconds: int, connections: int = 8, path: str = "/invocations") -> dict:
     script = Path(tempfile.mkstemp(suffix=".lua")[1])
     script.write_text(f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\n'
@@ -159,63 +214,119 @@ def wrk(url: str, body: str, seconds: int, connections: int = 8, path: str = "/i
             "socket_errors": socket_errors.group(1) if socket_errors else ""}
 
 
+def measure(servers: dict, work: Path, env: dict, seconds: int, only: set[str]) -> dict:
+    results = {}
+    for name, (key, command, health, path, body, server_env) in servers.items():
+        if key not in only:
+            continue
+        with running(command, work, server_env or env, health) as (url, log):
+            check = wrk(url, body, 1, path=path)  # warm-up, and every server must answer 2xx
+            if check["non_2xx"] or check["socket_errors"]:
+                raise SystemExit(f"{name} did not answer the benchmark's request:\n{log.read_text()[-3000:]}")
+            results[name] = wrk(url, body, seconds, path=path)
+        print(f"  {name:<34} {results[name]['rps']:8.0f} req/s", flush=True)
+    return results
+
+
+def table(title: str, results: dict, ours_name: str) -> None:
+    print(f"\n{title}")
+    print(f"{'server':<36}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'ml.serve is':>13}")
+    ours = results.get(ours_name)
+    for name, r in results.items():
+        ratio = f"{ours['rps'] / r['rps']:.2f}x" if ours else ""
+        print(f"{name:<36}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['non_2xx']:>9}{ratio:>13}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--only", default="ml.serve,mlflow,kserve,mlserver",
-                        help="comma-separated subset of ml.serve, mlflow, kserve, mlserver")
+    parser.add_argument("--only", default="ml.serve,mlflow,kserve,mlserver,before",
+                        help="comma-separated subset of ml.serve, mlflow, kserve, mlserver, before")
+    parser.add_argument("--models", default="numeric,text", help="numeric, text or both (comma-separated)")
+    parser.add_argument("--compare-with", metavar="REV",
+                        help="also serve the numeric model with this project's code at git revision REV")
     args = parser.parse_args()
-    only = set(args.only.split(","))
+    only, models = set(args.only.split(",")), set(args.models.split(","))
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: apt-get install wrk (it drives every server with the same load)")
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "PYTHONPATH": str(REPO)}
+    results, checks = {}, []
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         work = Path(tmp)
-        ours_uri, mlflow_uri, row = build_models(work)
         from ml import model_io
 
-        # name -> (key, command for a port, health path, predict path, body): one row, each server's protocol
-        mlflow_body = json.dumps({"inputs": [row]})
-        servers = {
-            "ml.serve (this project)": ("ml.serve", lambda port: [
-                sys.executable, "-m", "ml.serve", "--model", ours_uri, "--host", "127.0.0.1", "--port", str(port)],
-                "/ping", "/invocations", mlflow_body),
-            "mlflow models serve": ("mlflow", lambda port: [
-                str(BIN / "mlflow"), "models", "serve", "-m", mlflow_uri, "--env-manager", "local",
-                "-h", "127.0.0.1", "-p", str(port)], "/ping", "/invocations", mlflow_body),
-            "KServe 0.21 (kserve.Model)": ("kserve", lambda port: [
-                str(alternative_python("kserve")), str(REPO / "benchmarks" / "alternatives" / "kserve_server.py"),
-                "--estimator-file", str(work / "estimator.skops"), "--trusted", json.dumps(model_io.TRUSTED_TYPES),
-                "--port", str(port)], "/v1/models/hgb", "/v1/models/hgb:predict", json.dumps({"instances": [row]})),
-            "MLServer 1.7.1 (sklearn)": ("mlserver", lambda port: [
-                str(alternative_python("mlserver").parent / "mlserver"), "start",
-                str(mlserver_folder(work, work / "model.joblib", port))], "/v2/models/hgb/ready",
-                "/v2/models/hgb/infer", json.dumps({"inputs": [{"name": "predict", "shape": [1, len(row)],
-                                                                 "datatype": "FP64", "data": [row]}]})),
-        }
-        results = {}
-        for name, (key, command, health, path, body) in servers.items():
-            if key not in only:
-                continue
-            with running(command, work, env, health) as (url, log):
-                check = wrk(url, body, 1, path=path)  # warm-up, and every server must answer 2xx
-                if check["non_2xx"] or check["socket_errors"]:
-                    raise SystemExit(f"{name} did not answer the benchmark's request:\n{log.read_text()[-3000:]}")
-                results[name] = wrk(url, body, args.seconds, path=path)
-            print(f"  {name:<28} {results[name]['rps']:8.0f} req/s", flush=True)
-    print(f"\nHistGradientBoostingClassifier, 100 trees, 10 features; single-row JSON, 8 connections, {args.seconds} s, wrk -t1")
-    print(f"{'server':<30}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'ml.serve is':>13}")
-    ours = results.get("ml.serve (this project)")
-    for name, r in results.items():
-        ratio = f"{ours['rps'] / r['rps']:.1f}x" if ours else ""
-        print(f"{name:<30}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['non_2xx']:>9}{ratio:>13}")
-    checks = []
-    if ours:
-        checks += [(f"p99 {ours['p99_ms']:.2f} ms (target < 8 ms)", ours["p99_ms"] < 8),
-                   ("no failed requests", ours["non_2xx"] == 0 and not ours["socket_errors"])]
-        if theirs := results.get("mlflow models serve"):
+        ml_serve = lambda uri: lambda port: [sys.executable, "-m", "ml.serve", "--model", uri, "--host", "127.0.0.1",
+                                             "--port", str(port)]
+        mlflow_serve = lambda uri: lambda port: [str(BIN / "mlflow"), "models", "serve", "-m", uri, "--env-manager",
+                                                 "local", "-h", "127.0.0.1", "-p", str(port)]
+        if "numeric" in models:
+            ours_uri, mlflow_uri, row = build_models(work)
+            # name -> (key, command for a port, health, predict path, body, env): one row, each server's protocol
+            mlflow_body = json.dumps({"inputs": [row]})
+            servers = {"ml.serve (this project)": ("ml.serve", ml_serve(ours_uri), "/ping", "/invocations",
+                                                   mlflow_body, None)}
+            if args.compare_with:
+                before = before_checkout(args.compare_with, work)
+                before_env = {**env, "PYTHONPATH": str(before)}
+                subprocess.run([sys.executable, "-m", "ml.train", "--data", str(work / "snapshot"), "--output",
+                                str(work / "model-before"), "--config", json.dumps(
+                                    {"estimator": "HistGradientBoostingClassifier", "target": "target",
+                                     "params": {"max_iter": 100}})], env=before_env, cwd=before, check=True,
+                               capture_output=True)
+                servers[f"ml.serve at {args.compare_with}"] = ("before", ml_serve(str(work / "model-before")),
+                                                               "/ping", "/invocations", mlflow_body, before_env)
+            servers.update({
+                "mlflow models serve": ("mlflow", mlflow_serve(mlflow_uri), "/ping", "/invocations", mlflow_body,
+                                        None),
+                "KServe 0.21 (kserve.Model)": ("kserve", lambda port: [
+                    str(alternative_python("kserve")), str(REPO / "benchmarks" / "alternatives" / "kserve_server.py"),
+                    "--estimator-file", str(work / "estimator.skops"), "--trusted",
+                    json.dumps(model_io.TRUSTED_TYPES), "--port", str(port)], "/v1/models/hgb",
+                    "/v1/models/hgb:predict", json.dumps({"instances": [row]}), None),
+                "MLServer 1.7.1 (sklearn)": ("mlserver", lambda port: [
+                    str(alternative_python("mlserver").parent / "mlserver"), "start",
+                    str(mlserver_folder(work, work / "model.joblib", port))], "/v2/models/hgb/ready",
+                    "/v2/models/hgb/infer", json.dumps({"inputs": [{"name": "predict", "shape": [1, len(row)],
+                                                                     "datatype": "FP64", "data": [row]}]}), None),
+            })
+            print("numeric model:", flush=True)
+            numeric = measure(servers, work, env, args.seconds, only)
+            results["numeric"] = numeric
+        if "text" in models:
+            ours_text, mlflow_text, record = build_text_models(work)
+            body = json.dumps({"dataframe_records": [record]}, ensure_ascii=False)  # both servers' protocol
+            servers = {"ml.serve (this project), text": ("ml.serve", ml_serve(ours_text), "/ping", "/invocations",
+                                                         body, None),
+                       "mlflow models serve, text": ("mlflow", mlflow_serve(mlflow_text), "/ping", "/invocations",
+                                                     body, None)}
+            print("text model:", flush=True)
+            results["text"] = measure(servers, work, env, args.seconds, only)
+        if args.compare_with:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "prune"], check=False)
+    if "numeric" in results:
+        table(f"HistGradientBoostingClassifier, 100 trees, 10 features; single-row JSON, 8 connections, "
+              f"{args.seconds} s, wrk -t1", results["numeric"], "ml.serve (this project)")
+        ours = results["numeric"].get("ml.serve (this project)")
+        if ours:
+            checks += [(f"p99 {ours['p99_ms']:.2f} ms (target < 8 ms)", ours["p99_ms"] < 8),
+                       ("no failed requests", ours["non_2xx"] == 0 and not ours["socket_errors"])]
+            if theirs := results["numeric"].get("mlflow models serve"):
+                ratio = ours["rps"] / theirs["rps"]
+                checks.insert(0, (f"throughput {ratio:.1f}x MLflow's (target >= 12x)", ratio >= 12))
+            if before := results["numeric"].get(f"ml.serve at {args.compare_with}"):
+                change = ours["rps"] / before["rps"] - 1
+                checks.append((f"throughput {change:+.1%} against {args.compare_with} (target within 5 %)",
+                               change >= -0.05))
+    if "text" in results:
+        table(f"text model (hashed word 1-2 and char 2-4 grams, TF-IDF, logistic regression); single-text JSON, "
+              f"8 connections, {args.seconds} s", results["text"], "ml.serve (this project), text")
+        ours, theirs = (results["text"].get(k) for k in ("ml.serve (this project), text", "mlflow models serve, text"))
+        if ours and theirs:
             ratio = ours["rps"] / theirs["rps"]
-            checks.insert(0, (f"throughput {ratio:.1f}x MLflow's (target >= 12x)", ratio >= 12))
+            checks += [(f"text throughput {ratio:.1f}x MLflow's (target >= 10x)", ratio >= 10),
+                       (f"text p99 {ours['p99_ms']:.2f} ms against MLflow's {theirs['p99_ms']:.2f} ms (target lower)",
+                        ours["p99_ms"] < theirs["p99_ms"]),
+                       ("no failed text requests", ours["non_2xx"] == 0 and not ours["socket_errors"])]
     for text, ok in checks:
         print(f"  [{'ok' if ok else 'MISS'}] {text}")
     out = REPO / "benchmarks" / "results"

@@ -109,10 +109,10 @@ class TextClassifier(Model):
         scaled = (values - np.asarray(self.scaling["mean"])) / np.asarray(self.scaling["scale"])
         return np.nan_to_num(scaled, nan=0.0)  # missing: the training mean
 
-    def _matrix(self, table):
+    def _matrix(self, table, counts=None):
         import scipy.sparse as sp
 
-        matrix = self.tfidf.transform(self._counts(table))
+        matrix = self.tfidf.transform(self._counts(table) if counts is None else counts)
         if self.columns["numeric"]:
             matrix = sp.hstack([matrix, sp.csr_matrix(self._numeric(table))], format="csr")
         return matrix
@@ -135,12 +135,14 @@ class TextClassifier(Model):
             self.scaling = {"mean": np.nan_to_num(mean).tolist(),
                             "scale": np.where(np.nan_to_num(scale) > 0, np.nan_to_num(scale), 1.0).tolist()}
         self.tfidf = TfidfTransformer(sublinear_tf=True)
-        counts = self._counts(features)
+        counts = self._counts(features)  # the texts are vectorised once
         self.tfidf.fit(counts)
+        matrix = self._matrix(features, counts)
+        del counts
         s = self.settings
         self.classifier = LogisticRegression(C=s["C"], max_iter=s["max_iter"], class_weight=s["class_weight"],
                                              random_state=s["seed"])
-        self.classifier.fit(self._matrix(features), target)
+        self.classifier.fit(matrix, target)
 
     def predict(self, features):
         return self.classifier.predict(self._matrix(features))

@@ -71,6 +71,7 @@ benchmarks: venv
 	$(VENV)/bin/python benchmarks/serving_profile.py
 	$(VENV)/bin/python benchmarks/pipeline.py
 	$(VENV)/bin/python benchmarks/batch_scoring.py
+	$(VENV)/bin/python benchmarks/text_training.py
 
 # `make demo` leaves its model servers running (that is the point); this stops them.
 demo-stop:

@@ -37,7 +37,7 @@ def posts(n: int, seed: int = 0, noise: float = 0.05) -> tuple[list[str], list[s
 
     rng = np.random.default_rng(seed)
     texts, labels = [], []
-    for i in range(n):
+    for _ in range(n):
         flagged = bool(rng.random() < 0.3)
         pool = FLAGGED if flagged else OK
         parts = [pool[rng.integers(len(pool))]]
@@ -86,25 +86,10 @@ def day_rows(day: int) -> list[tuple]:
 
 def seed(conn, placeholder: str, ts_type: str):
     """Append the next day of posts to ``demo_moderation_posts``; returns the logical date to run."""
-    from datetime import datetime, timedelta
+    from demo.seed_source import append_day
 
-    from demo.seed_source import EPOCH
-
-    cur = conn.cursor()
-    cur.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (text TEXT NOT NULL, lang TEXT NOT NULL, length INTEGER NOT NULL,"
-                f" label TEXT NOT NULL, event_time {ts_type} NOT NULL)")
-    cur.execute(f"SELECT MAX(event_time) FROM {TABLE}")
-    last = cur.fetchone()[0]
-    if last is None:
-        day = 0
-    else:
-        last = datetime.fromisoformat(last) if isinstance(last, str) else last
-        day = (last - EPOCH).days + 1
-    rows = day_rows(day)
-    cur.executemany(f"INSERT INTO {TABLE} VALUES ({', '.join([placeholder] * 5)})", rows)
-    conn.commit()
-    print(f"seeded day {day}: {len(rows)} posts into {TABLE}", flush=True)
-    return EPOCH + timedelta(days=day + 1)
+    return append_day(conn, TABLE, f"text TEXT NOT NULL, lang TEXT NOT NULL, length INTEGER NOT NULL, "
+                                   f"label TEXT NOT NULL, event_time {ts_type} NOT NULL", day_rows, placeholder, "posts")
 
 
 def main() -> None:

@@ -49,27 +49,29 @@ def day_rows(day: int) -> list[tuple]:
     ]
 
 
-def seed(conn, placeholder: str, ts_type: str) -> datetime:
-    features = column_names()
+def append_day(conn, table: str, columns_sql: str, rows_of_day, placeholder: str, noun: str = "rows") -> datetime:
+    """Append the day after the last one in ``table`` (created with ``columns_sql``; its last column
+    is ``event_time``), its rows from ``rows_of_day(day)``; returns the logical date to run."""
     cur = conn.cursor()
-    cur.execute(
-        f"CREATE TABLE IF NOT EXISTS {TABLE} ("
-        + ", ".join(f"{c} DOUBLE PRECISION" for c in features)
-        + f", target INTEGER NOT NULL, event_time {ts_type} NOT NULL)"
-    )
-    cur.execute(f"SELECT MAX(event_time) FROM {TABLE}")
+    cur.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns_sql})")
+    cur.execute(f"SELECT MAX(event_time) FROM {table}")
     last = cur.fetchone()[0]
     if last is None:
         day = 0
     else:
         last = datetime.fromisoformat(last) if isinstance(last, str) else last
         day = (last - EPOCH).days + 1
-    rows = day_rows(day)
-    marks = ", ".join([placeholder] * (len(features) + 2))
-    cur.executemany(f"INSERT INTO {TABLE} VALUES ({marks})", rows)
+    rows = rows_of_day(day)
+    cur.executemany(f"INSERT INTO {table} VALUES ({', '.join([placeholder] * len(rows[0]))})", rows)
     conn.commit()
-    print(f"seeded day {day}: {len(rows)} rows into {TABLE}", flush=True)
+    print(f"seeded day {day}: {len(rows)} {noun} into {table}", flush=True)
     return EPOCH + timedelta(days=day + 1)  # a manual run's interval ends at its logical date
+
+
+def seed(conn, placeholder: str, ts_type: str) -> datetime:
+    columns = ", ".join(f"{c} DOUBLE PRECISION" for c in column_names())
+    return append_day(conn, TABLE, f"{columns}, target INTEGER NOT NULL, event_time {ts_type} NOT NULL", day_rows,
+                      placeholder)
 
 
 def seed_sqlite(path, days_at_least: int = 1) -> str:

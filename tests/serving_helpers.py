@@ -66,3 +66,20 @@ def request(url: str, body: bytes | None = None, content_type: str = "applicatio
 
 def post_json(url: str, doc, **kwargs) -> tuple[int, dict | str]:
     return request(url, json.dumps(doc).encode(), **kwargs)
+
+
+def in_process(scenario, **config):
+    """``scenario(server)`` against a started ``ModelServer(ServeConfig(**config))`` (the ASGI app
+    uvicorn runs, called in this process), its result returned; the server shut down after."""
+    import asyncio
+
+    from ml.serving.app import ModelServer, ServeConfig
+
+    async def main():
+        server = ModelServer(ServeConfig(**{"access_log": False, **config}))
+        await server.startup()
+        try:
+            return await scenario(server)
+        finally:
+            await server.shutdown()
+    return asyncio.run(main())

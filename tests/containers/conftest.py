@@ -43,6 +43,17 @@ def airflow_image(docker, tmp_path_factory) -> str:
     return AIRFLOW
 
 
+TEAM_TRAINER, TEAM_SERVING = "keyword-moderation-trainer:1.0.0", "keyword-moderation-serving:1.0.0"
+
+
+@pytest.fixture(scope="session")
+def team_images(docker, images) -> dict[str, str]:
+    """The example team model's images (examples/keyword_moderation/docker/), FROM the project's."""
+    for dockerfile, tag in (("trainer.Dockerfile", TEAM_TRAINER), ("serving.Dockerfile", TEAM_SERVING)):
+        docker.build(f"examples/keyword_moderation/docker/{dockerfile}", tag)
+    return {"trainer": TEAM_TRAINER, "serving": TEAM_SERVING}
+
+
 @pytest.fixture(scope="session")
 def podman(docker, images) -> Podman:
     from airflow.providers.cncf.kubernetes.utils.xcom_sidecar import PodDefaults

@@ -16,22 +16,15 @@ from ml import artifacts
 from operators.endpoint_client import invoke, ping
 from operators.train_model import training_operator
 from tests.conftest import free_port
-from tests.containers.conftest import wait_http
+from tests.containers.conftest import TEAM_TRAINER, wait_http
 from tests.helpers import write_snapshot
 
 pytestmark = pytest.mark.timeout(1200)
-TRAINER, SERVING = "keyword-moderation-trainer:1.0.0", "keyword-moderation-serving:1.0.0"
+TRAINER = TEAM_TRAINER
 
 
 def config(*blocked: str) -> dict:
     return {"model": "keywords", "target": "label", "params": {"blocked_terms": list(blocked)}}
-
-
-@pytest.fixture(scope="module")
-def team_images(docker, images):
-    for dockerfile, tag in (("trainer.Dockerfile", TRAINER), ("serving.Dockerfile", SERVING)):
-        docker.build(f"examples/keyword_moderation/docker/{dockerfile}", tag)
-    return {"trainer": TRAINER, "serving": SERVING}
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ MODELS = {
 
 
 @pytest.fixture(scope="module")
-def posts_env(pipeline_env):
+def posts_env(pipeline_env):  # noqa: F811 - the imported fixture
     import subprocess
 
     env = {**pipeline_env["env"], "ML_MODEL_CLASSES": "keywords=keyword_moderation.model:KeywordModel"}

@@ -8,7 +8,6 @@ model for that batch alone, counted in /metrics, and the server goes on serving.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import pickle
 
@@ -17,9 +16,9 @@ import pytest
 
 from demo.moderation_posts import table as posts_table
 from ml import artifacts, train
-from ml.serving.app import ModelServer, ServeConfig
 from tests.helpers import write_snapshot
 from tests.serving.test_server_failures import call
+from tests.serving_helpers import in_process
 
 
 @pytest.fixture(scope="module")
@@ -102,16 +101,8 @@ def recorded_as(uri: str, tmp_path, **extra) -> str:
 
 
 def serving(artifacts_dir, tmp_path, scenario, **config):
-    async def main():
-        server = ModelServer(ServeConfig(model_uri=artifacts_dir["good"], model_version="1", access_log=False,
-                                         admin_token="t", artifact_roots=(str(tmp_path), *artifacts_dir.values()),
-                                         **config))
-        await server.startup()
-        try:
-            return await scenario(server)
-        finally:
-            await server.shutdown()
-    return asyncio.run(main())
+    return in_process(scenario, model_uri=artifacts_dir["good"], model_version="1", admin_token="t",
+                      artifact_roots=(str(tmp_path), *artifacts_dir.values()), **config)
 
 
 async def swap(server, uri: str, version: str):

@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from ml.serving.app import ModelServer, ServeConfig
+from tests.serving_helpers import in_process
 
 
 async def call(server: ModelServer, method: str, path: str, body: bytes = b"", headers: dict | None = None):
@@ -39,15 +40,7 @@ async def call(server: ModelServer, method: str, path: str, body: bytes = b"", h
 def serve(trained_models):
     """Run ``scenario(server)`` against a started server of model v1."""
     def run(scenario, **config):
-        async def main():
-            server = ModelServer(ServeConfig(model_uri=trained_models["1"], model_version="1", access_log=False,
-                                             **config))
-            await server.startup()
-            try:
-                return await scenario(server)
-            finally:
-                await server.shutdown()
-        return asyncio.run(main())
+        return in_process(scenario, model_uri=trained_models["1"], model_version="1", **config)
     return run
 
 

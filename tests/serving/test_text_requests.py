@@ -5,6 +5,7 @@ text, a missing text) is a 4xx naming the feature, with the model never called."
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 from unittest import mock
 
 import orjson
@@ -13,7 +14,7 @@ import pytest
 
 from demo.moderation_posts import table as posts_table
 from ml import train
-from ml.serving.app import ModelServer, ServeConfig
+from tests.serving_helpers import in_process
 from tests.helpers import write_snapshot
 from tests.serving.test_server_failures import call
 
@@ -30,14 +31,7 @@ def text_model(tmp_path_factory):
 
 
 def serve(text_model, scenario, **config):
-    async def main():
-        server = ModelServer(ServeConfig(model_uri=text_model, model_version="7", access_log=False, **config))
-        await server.startup()
-        try:
-            return await scenario(server)
-        finally:
-            await server.shutdown()
-    return asyncio.run(main())
+    return in_process(scenario, model_uri=text_model, model_version="7", **config)
 
 
 ROW = {"text": "buy cheap followers today limited offer", "length": 39, "tags": ["promo"]}
@@ -130,3 +124,49 @@ def test_empty_and_long_texts_within_the_limit_predict(text_model):
 
     status, answer = serve(text_model, scenario)
     assert status == 200 and len(answer["predictions"]) == 3
+
+
+def test_schemathesis_finds_no_server_error_for_a_text_model(text_model):
+    """Generated strings, lists and nulls of every kind the document allows, and beyond it."""
+    import subprocess
+    from pathlib import Path
+
+    from tests.serving_helpers import ServerProcess
+
+    repo = Path(__file__).resolve().parents[2]
+    with ServerProcess("--model", text_model, "--max-body-bytes", "65536") as srv:
+        proc = subprocess.run(
+            [str(repo / ".venv" / "bin" / "schemathesis"), "run", srv.url + "/openapi.json",
+             "--checks", "not_a_server_error", "--max-examples", "60", "--seed", "2", "--request-timeout", "10"],
+            capture_output=True, text=True, timeout=600, cwd=repo)
+        assert proc.returncode == 0, proc.stdout[-4000:]
+        with urllib.request.urlopen(srv.url + "/ping", timeout=5) as resp:
+            assert resp.status == 200
+
+
+def test_concurrent_text_requests_share_predict_calls_and_get_their_own_answers(text_model):
+    import time
+
+    texts = ["buy cheap followers today limited offer", "see you at the meeting"] * 6
+
+    async def scenario(server):
+        model = server.current.model
+        real, calls = model.predict, []
+
+        def recording(features):
+            calls.append(features.num_rows)
+            time.sleep(0.05)  # requests arriving meanwhile wait for the next batch
+            return real(features)
+
+        alone = [list(real(pa.table({"text": [t], "length": [float(len(t))], "tags": [[]]})))[0] for t in texts]
+        with mock.patch.object(model, "predict", recording):
+            answers = await asyncio.gather(*[
+                call(server, "POST", "/invocations", orjson.dumps({"instances": [{"text": t, "length": len(t),
+                                                                                  "tags": []}]}))
+                for t in texts])
+        return answers, calls, alone
+
+    answers, calls, alone = serve(text_model, scenario)
+    assert sum(calls) == len(texts) and len(calls) < len(texts)  # batched: fewer predict calls than requests
+    assert [a[1]["predictions"][0] for a in answers] == alone  # each request gets its own row's answer
+    assert set(alone) == {"flagged", "ok"}

@@ -79,7 +79,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-text-") as tmp:
         work = Path(tmp)
         print(f"generating {args.rows:,} posts ...", flush=True)
-        table = posts_table(args.rows, seed=21).select(["text", "label"])
+        table = posts_table(args.rows, seed=21, odd_share=0.0).select(["text", "label"])  # short texts only
         writer = artifacts.ArtifactWriter(str(work / "snapshot"), "snapshot")
         with writer.open("part-00000.parquet") as f:
             pq.write_table(table, f)

@@ -31,8 +31,8 @@ FLAGGED = [
 FILLER = ["honestly", "well", "lol", "ok", "so", "本当に", "ちなみに", "!!!", "...", "btw"]
 
 
-def posts(n: int, seed: int = 0, noise: float = 0.05) -> tuple[list[str], list[str]]:
-    """(texts, labels) of ``n`` posts."""
+def posts(n: int, seed: int = 0, noise: float = 0.05, odd_share: float = 0.02) -> tuple[list[str], list[str]]:
+    """(texts, labels) of ``n`` posts; ``odd_share`` of them empty or very long (half each)."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -47,9 +47,9 @@ def posts(n: int, seed: int = 0, noise: float = 0.05) -> tuple[list[str], list[s
             parts.insert(0, OK[rng.integers(len(OK))])  # flagged content hides among ordinary words
         text = " ".join(parts)
         roll = rng.random()
-        if roll < 0.01:
+        if roll < odd_share / 2:
             text = ""
-        elif roll < 0.02:
+        elif roll < odd_share:
             text = " ".join([text] * 200)  # a very long post
         if rng.random() < noise:
             flagged = not flagged
@@ -58,11 +58,11 @@ def posts(n: int, seed: int = 0, noise: float = 0.05) -> tuple[list[str], list[s
     return texts, labels
 
 
-def table(n: int, seed: int = 0):
+def table(n: int, seed: int = 0, odd_share: float = 0.02):
     """The posts as an Arrow table: ``text``, ``length`` (a numeric feature beside the text), ``label``."""
     import pyarrow as pa
 
-    texts, labels = posts(n, seed)
+    texts, labels = posts(n, seed, odd_share=odd_share)
     return pa.table({"text": texts, "length": [len(t) for t in texts], "label": labels})
 
 

@@ -54,23 +54,16 @@ class Columns:
     def table(self, schema: FeatureSchema):
         import pyarrow as pa
 
-        return pa.table({f.name: pa.array(v, ARROW_TYPES[f.kind]()) for f, v in zip(schema.features, self.values)})
+        return pa.table({f.name: pa.array(v, arrow_type(f.kind)) for f, v in zip(schema.features, self.values)})
 
 
-def _arrow_types():
+def arrow_type(kind: str):
+    """The Arrow type a request's values of ``kind`` become (pyarrow imported only for non-numeric
+    schemas: numbers parse into a matrix)."""
     import pyarrow as pa
 
-    return {"number": pa.float64, "boolean": pa.bool_, "string": pa.string,
-            "strings": lambda: pa.list_(pa.string()), "timestamp": lambda: pa.timestamp("us", tz="UTC")}
-
-
-class _ArrowTypes(dict):
-    def __missing__(self, kind):
-        self.update(_arrow_types())
-        return self[kind]
-
-
-ARROW_TYPES = _ArrowTypes()  # built on first use: pyarrow is not imported to parse numbers
+    return {"number": pa.float64(), "boolean": pa.bool_(), "string": pa.string(), "strings": pa.list_(pa.string()),
+            "timestamp": pa.timestamp("us", tz="UTC")}[kind]
 
 
 def combine(parts: list):

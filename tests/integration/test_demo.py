@@ -1,4 +1,5 @@
-"""`make demo`'s script, run twice: each run registers exactly one new version."""
+"""`make demo`'s script, run twice: each run registers exactly one new version of the tabular
+model and of the text moderation model, and serves both."""
 
 from __future__ import annotations
 
@@ -14,9 +15,13 @@ def run_demo(demo_dir: Path) -> dict:
     proc = subprocess.run(["bash", str(REPO / "demo" / "run_demo.sh")], capture_output=True, text=True,
                           env={**os.environ, "ML_DEMO_DIR": str(demo_dir)}, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    report = proc.stdout[proc.stdout.index("==> the registered model version"):]
+    report = proc.stdout[proc.stdout.index("==> the registered model version"):
+                         proc.stdout.index("==> seeding the moderation posts")]
     summary = json.loads(report[report.index("{"): report.index("\n}") + 2])
     summary["endpoint_report"] = report[report.index("\n}") + 2:]
+    text = proc.stdout[proc.stdout.index("==> the text moderation model"):]
+    summary["text"] = json.loads(text[text.index("{"): text.index("\n}") + 2])
+    summary["text"]["endpoint_report"] = text[text.index("\n}") + 2:]
     return summary
 
 
@@ -26,7 +31,8 @@ def test_demo_twice_registers_exactly_one_more_version_and_serves_it(tmp_path):
     finally:
         from operators.deploy_targets.local import LocalServerTarget
 
-        LocalServerTarget("demo-local", state_dir=str(tmp_path / "endpoints" / "demo-local")).stop()
+        for endpoint in ("demo-local", "demo-text"):
+            LocalServerTarget(endpoint, state_dir=str(tmp_path / "endpoints" / endpoint)).stop()
 
 
 def _demo_twice(tmp_path):
@@ -43,6 +49,14 @@ def _demo_twice(tmp_path):
         assert prediction["model_version"] == str(version) and prediction["predictions"][0] in (0, 1)
     seconds = float(second["endpoint_report"].split("deploy asked -> serving: ")[1].split(" s)")[0])
     assert seconds < 5
+    for summary, version in ((first, 1), (second, 2)):  # the text moderation model, on its own endpoint
+        text = summary["text"]
+        assert text["registered_model"] == "demo_moderation" and text["model"] == "text"
+        assert text["version"] == version and text["metrics"]["accuracy"] > 0.85
+        report = text["endpoint_report"]
+        assert """-d '{"instances": [{"text": "type your own post here"}]}'""" in report
+        prediction = json.loads(report[report.index('{"predictions"'):].splitlines()[0])
+        assert prediction["predictions"][0] in ("ok", "flagged")
 
     # make demo-stop, then make demo: whatever the gate decides, the demo serves and never ends
     # in a traceback (it used to call the stopped endpoint when the gate kept production).

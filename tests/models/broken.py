@@ -22,8 +22,7 @@ class MajorityModel(Model):
 
     task = "classification"
 
-    def __init__(self, seconds: float = 0.0):
-        self.seconds = seconds
+    def __init__(self):
         self.label = None
 
     def fit(self, features, target) -> None:
@@ -69,6 +68,10 @@ class RaisesOnSomeTexts(MajorityModel):
 
 
 class TooSlow(MajorityModel):
+    def __init__(self, seconds: float = 0.0):
+        super().__init__()
+        self.seconds = seconds
+
     def predict(self, features):
         time.sleep(self.seconds)
         return super().predict(features)

@@ -47,8 +47,10 @@ class TrainingConfig:
         return self.estimator if self.model_class == BUILTINS["sklearn"] else self.model
 
     def model_params(self) -> dict[str, Any]:
-        if self.model_class == BUILTINS["sklearn"]:
-            return {"estimator": self.estimator or "HistGradientBoostingClassifier", "params": self.params}
+        if self.model_class == BUILTINS["sklearn"]:  # the estimator's params, and the model's own cap
+            params = dict(self.params)
+            cap = {"max_categories": params.pop("max_categories")} if "max_categories" in params else {}
+            return {"estimator": self.estimator or "HistGradientBoostingClassifier", "params": params, **cap}
         return dict(self.params)
 
     def build(self):

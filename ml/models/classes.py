@@ -81,22 +81,42 @@ def import_class(path: str) -> type[Model]:
 
 
 def package_of(cls: type) -> tuple[str, str]:
-    """(distribution name, version) of the installed package that holds ``cls``."""
-    from importlib.metadata import PackageNotFoundError, packages_distributions, version
+    """(distribution name, version) of the installed package whose files hold ``cls``'s module (a
+    top-level name alone is not enough: some distributions ship a stray ``tests`` package)."""
+    import sys
+    from importlib.metadata import packages_distributions, version
 
     top = cls.__module__.split(".")[0]
     if top == BUILTIN_PACKAGE:
         from ml import __version__
 
         return BUILTIN_PACKAGE, __version__
-    dists = packages_distributions().get(top, [])
-    if not dists:
-        raise ModelClassError(f"{cls.__module__}.{cls.__name__} is not from an installed package: make it one "
-                              f"(a pyproject.toml, `pip install` into the image) so its version can be recorded")
+    module_file = getattr(sys.modules.get(cls.__module__), "__file__", None) or ""
+    from importlib.metadata import distribution
+
+    for name in packages_distributions().get(top, []):
+        if _holds(distribution(name), module_file):
+            return name, version(name)
+    raise ModelClassError(f"{cls.__module__}.{cls.__name__} is not from an installed package: make it one "
+                          f"(a pyproject.toml, `pip install` into the image) so its version can be recorded")
+
+
+def _holds(dist, module_file: str) -> bool:
+    """Whether ``module_file`` is one of ``dist``'s files, or inside its editable install's folder."""
+    import json
+    import os
+    from urllib.parse import unquote, urlparse
+
+    real = os.path.realpath(module_file)
+    if any(os.path.realpath(dist.locate_file(f)) == real for f in dist.files or ()):
+        return True
     try:
-        return dists[0], version(dists[0])
-    except PackageNotFoundError:  # pragma: no cover - packages_distributions named it
-        raise ModelClassError(f"package {dists[0]} of {cls.__module__} has no version") from None
+        direct = json.loads(dist.read_text("direct_url.json") or "{}")
+    except ValueError:
+        return False
+    if direct.get("dir_info", {}).get("editable") and direct.get("url", "").startswith("file://"):
+        return real.startswith(os.path.realpath(unquote(urlparse(direct["url"]).path)) + os.sep)
+    return False
 
 
 def check_recorded(extra: dict, environ=None) -> type[Model]:

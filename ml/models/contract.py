@@ -116,6 +116,9 @@ def _audit(event: str, args) -> None:
     _refuse(f"{model_name}.load opened {real}, outside its directory: load may read only the files save wrote")
 
 
+_audit.__cantrace__ = True  # CPython runs audit hooks untraced unless asked: coverage and debuggers see it
+
+
 def _refuse(message: str) -> None:
     _state.violation = _state.violation or message
     raise ModelContractError(message)

@@ -89,9 +89,6 @@ class Encoding:
             columns.append(entry)
         return cls(columns)
 
-    def width(self) -> int:
-        return sum(len(c["categories"]) if c["encode"] == "onehot" else 1 for c in self.columns)
-
     def matrix(self, table):
         import numpy as np
         import pyarrow as pa

@@ -147,3 +147,74 @@ class WrongLengthSometimes(MajorityModel):
     def predict(self, features):
         out = super().predict(features)
         return out[:-1] if "short" in features.column(features.column_names[0]).to_pylist() else out
+
+
+class LoadReturnsBase(MajorityModel):
+    @classmethod
+    def load(cls, directory: Path):
+        return MajorityModel.load.__func__(MajorityModel, directory)
+
+
+class LoadRaises(MajorityModel):
+    @classmethod
+    def load(cls, directory: Path):
+        raise KeyError("label")
+
+
+class SaveRaises(MajorityModel):
+    def save(self, directory: Path) -> None:
+        raise OSError("disk full")
+
+
+class FitRaises(MajorityModel):
+    def fit(self, features, target) -> None:
+        raise ZeroDivisionError("division by zero")
+
+
+class BadTask(MajorityModel):
+    task = "ranking"
+
+
+class ProbaWrongShape(MajorityModel):
+    def predict_proba(self, features):
+        return np.ones(features.num_rows)
+
+
+class ProbaWrongColumns(MajorityModel):
+    def predict_proba(self, features):
+        return np.full((features.num_rows, 3), 1 / 3)
+
+
+class Unstable(MajorityModel):
+    """Answers differ from call to call."""
+
+    def predict(self, features):
+        rng = np.random.default_rng()
+        return [self._classes[i] for i in rng.integers(0, len(self._classes), features.num_rows)]
+
+
+class NumericMean(Model):
+    """A regression on numbers with no predict_matrix: the server gives it an Arrow table."""
+
+    task = "regression"
+    accepts = frozenset({"number", "boolean"})
+
+    def fit(self, features, target) -> None:
+        self.mean = float(np.mean(target))
+
+    def predict(self, features):
+        return [self.mean] * features.num_rows
+
+    def save(self, directory: Path) -> None:
+        (directory / "mean.json").write_text(json.dumps(self.mean))
+
+    @classmethod
+    def load(cls, directory: Path):
+        model = cls()
+        model.mean = json.loads((directory / "mean.json").read_text())
+        return model
+
+
+class MatrixNotImplemented(NumericMean):
+    def predict_matrix(self, matrix):
+        raise NotImplementedError

@@ -6,7 +6,8 @@ fitted estimator with this project's server, MLflow's scoring server, a `kserve.
 0.21's ModelServer and MLServer 1.7.1's scikit-learn runtime (one process each, default
 settings, this server with its JSON access log on). ``--compare-with REV`` also serves it with
 this project's code at git revision REV (a worktree in the temporary folder, its own trainer's
-model): the same model through the code before a change, in the same run.
+model): the same model through the code before a change, in the same run; the two servers run
+at once and are driven in turn (``--rounds``, median), so the machine's drift falls on both.
 
 Text: trains the built-in ``text`` model on generated moderation posts and fits the same
 scikit-learn pipeline (hashed word and character n-grams, TF-IDF, logistic regression) for
@@ -228,6 +229,29 @@ def measure(servers: dict, work: Path, env: dict, seconds: int, only: set[str]) 
     return results
 
 
+def alternating(servers: dict, work: Path, env: dict, seconds: int, rounds: int) -> dict:
+    """The servers started together, then driven in turn, ``rounds`` times each (A B A B ...): a
+    machine's drift over the run falls on both alike. Each gets the run with its median req/s."""
+    runs: dict[str, list[dict]] = {name: [] for name in servers}
+    with contextlib.ExitStack() as stack:
+        urls = {}
+        for name, (_, command, health, path, body, server_env) in servers.items():
+            url, log = stack.enter_context(running(command, work, server_env or env, health))
+            check = wrk(url, body, 1, path=path)
+            if check["non_2xx"] or check["socket_errors"]:
+                raise SystemExit(f"{name} did not answer the benchmark's request:\n{log.read_text()[-3000:]}")
+            urls[name] = (url, path, body)
+        for _ in range(rounds):
+            for name, (url, path, body) in urls.items():
+                runs[name].append(wrk(url, body, seconds, path=path))
+    results = {}
+    for name, measured in runs.items():
+        ordered = sorted(measured, key=lambda r: r["rps"])
+        results[name] = {**ordered[len(ordered) // 2], "rounds": [round(r["rps"]) for r in measured]}
+        print(f"  {name:<34} {results[name]['rps']:8.0f} req/s (median of {results[name]['rounds']})", flush=True)
+    return results
+
+
 def table(title: str, results: dict, ours_name: str) -> None:
     print(f"\n{title}")
     print(f"{'server':<36}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'ml.serve is':>13}")
@@ -245,6 +269,8 @@ def main() -> None:
     parser.add_argument("--models", default="numeric,text", help="numeric, text or both (comma-separated)")
     parser.add_argument("--compare-with", metavar="REV",
                         help="also serve the numeric model with this project's code at git revision REV")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="with --compare-with: both served at once and driven in turn this many times")
     args = parser.parse_args()
     only, models = set(args.only.split(",")), set(args.models.split(","))
     if not shutil.which("wrk"):
@@ -290,7 +316,10 @@ def main() -> None:
                                                                      "datatype": "FP64", "data": [row]}]}), None),
             })
             print("numeric model:", flush=True)
-            numeric = measure(servers, work, env, args.seconds, only)
+            pair = {k: v for k, v in servers.items() if v[0] in ("ml.serve", "before")} if args.compare_with else {}
+            numeric = alternating(pair, work, env, args.seconds, args.rounds) if pair else {}
+            numeric.update(measure({k: v for k, v in servers.items() if k not in pair}, work, env, args.seconds,
+                                   only))
             results["numeric"] = numeric
         if "text" in models:
             ours_text, mlflow_text, record = build_text_models(work)

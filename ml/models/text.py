@@ -7,6 +7,10 @@ no vocabulary to store or grow), weighted by TF-IDF over all of them, beside any
 What it learns is three arrays and a JSON file: the IDF weights, the coefficients and intercepts,
 the columns' settings; loading rebuilds the same scikit-learn objects from them, so predictions
 are scikit-learn's own.
+
+Hashing a text is pure Python (scikit-learn's analyzers), so a large table's texts are hashed in
+chunks by one process per core the process may use (``n_jobs``): the rows are independent, the
+chunks' counts stacked in order are the same bits as one process's.
 """
 
 from __future__ import annotations
@@ -16,6 +20,26 @@ from pathlib import Path
 from typing import Any
 
 from ml.models.interface import Model, ModelContractError
+
+PARALLEL_ROWS = 100_000  # below this, starting the workers costs about what they save
+CHUNK_ROWS = 50_000  # rows a worker hashes per task: small enough to balance, large enough to amortise
+
+
+def _hash_chunk(settings: dict, texts: list[str]):
+    """One chunk's counts under every analyzer, side by side (a worker process's task)."""
+    import scipy.sparse as sp
+
+    return sp.hstack([v.transform(texts) for v in _vectorizers(settings)], format="csr")
+
+
+def _vectorizers(settings: dict):
+    from sklearn.feature_extraction.text import HashingVectorizer
+
+    s = settings
+    common = {"n_features": 1 << s["hash_bits"], "alternate_sign": False, "norm": None, "lowercase": s["lowercase"]}
+    return [HashingVectorizer(analyzer="word", ngram_range=tuple(s["word_ngrams"]), token_pattern=r"(?u)\b\w+\b",
+                              **common),
+            HashingVectorizer(analyzer="char_wb", ngram_range=tuple(s["char_ngrams"]), **common)]
 
 
 def _pair(value, name: str) -> tuple[int, int]:
@@ -32,7 +56,7 @@ class TextClassifier(Model):
 
     def __init__(self, text_columns: list[str] | None = None, word_ngrams=(1, 2), char_ngrams=(2, 4),
                  hash_bits: int = 18, lowercase: bool = True, C: float = 10.0, max_iter: int = 200,
-                 class_weight: str | None = None, seed: int = 42):
+                 class_weight: str | None = None, seed: int = 42, n_jobs: int | None = None):
         if text_columns is not None and (not isinstance(text_columns, list) or not text_columns
                                          or not all(isinstance(c, str) for c in text_columns)):
             raise ValueError(f"text_columns must be a non-empty list of column names, or null for every string "
@@ -43,6 +67,9 @@ class TextClassifier(Model):
             raise ValueError(f"class_weight must be null or 'balanced', got {class_weight!r}")
         if isinstance(C, bool) or not isinstance(C, (int, float)) or C <= 0:
             raise ValueError(f"C must be a positive number, got {C!r}")
+        if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1):
+            raise ValueError(f"n_jobs must be a positive integer, or null for every usable core; got {n_jobs!r}")
+        self.n_jobs = n_jobs  # how it runs here, not what it learns: not saved
         self.settings: dict[str, Any] = {
             "text_columns": text_columns, "word_ngrams": list(_pair(word_ngrams, "word_ngrams")),
             "char_ngrams": list(_pair(char_ngrams, "char_ngrams")), "hash_bits": hash_bits,
@@ -76,14 +103,7 @@ class TextClassifier(Model):
 
     # -- the features ---------------------------------------------------------------------------
     def _vectorizers(self):
-        from sklearn.feature_extraction.text import HashingVectorizer
-
-        s = self.settings
-        common = {"n_features": 1 << s["hash_bits"], "alternate_sign": False, "norm": None,
-                  "lowercase": s["lowercase"]}
-        return [HashingVectorizer(analyzer="word", ngram_range=tuple(s["word_ngrams"]),
-                                  token_pattern=r"(?u)\b\w+\b", **common),
-                HashingVectorizer(analyzer="char_wb", ngram_range=tuple(s["char_ngrams"]), **common)]
+        return _vectorizers(self.settings)
 
     @staticmethod
     def _texts(column) -> list[str]:
@@ -96,11 +116,28 @@ class TextClassifier(Model):
     def _counts(self, table):
         import scipy.sparse as sp
 
+        from joblib import cpu_count  # affinity and a container's CPU quota both count
+
+        workers = min(self.n_jobs or cpu_count(), -(-table.num_rows // CHUNK_ROWS))
         blocks = []
         for name in self.columns["text"]:
-            texts = self._texts(table.column(name))  # once per column, for both vectorizers
-            blocks += [vectorizer.transform(texts) for vectorizer in self._vectorizers()]
-        return sp.hstack(blocks, format="csr")
+            texts = self._texts(table.column(name))  # once per column, for every vectorizer
+            if workers > 1 and table.num_rows >= PARALLEL_ROWS:
+                blocks.append(self._counts_in_parallel(texts, workers))
+            else:
+                blocks += [vectorizer.transform(texts) for vectorizer in self._vectorizers()]
+        return blocks[0] if len(blocks) == 1 else sp.hstack(blocks, format="csr")  # no copy of one block
+
+    def _counts_in_parallel(self, texts: list[str], workers: int):
+        """``_hash_chunk`` of every CHUNK_ROWS texts in ``workers`` processes (joblib's loky, as
+        scikit-learn's own ``n_jobs``: spawned, not forked, reused between calls, and no
+        ``__main__`` guard asked of the caller), stacked in row order."""
+        import scipy.sparse as sp
+        from joblib import Parallel, delayed
+
+        chunks = [texts[i:i + CHUNK_ROWS] for i in range(0, len(texts), CHUNK_ROWS)]
+        parts = Parallel(n_jobs=workers)(delayed(_hash_chunk)(self.settings, chunk) for chunk in chunks)
+        return sp.vstack(parts, format="csr")
 
     def _numeric(self, table):
         import numpy as np
@@ -129,11 +166,14 @@ class TextClassifier(Model):
         last = getattr(self, "_last", None)
         if last is not None and last[0] is table:  # predict_proba right after predict on the same rows
             return last[1]
-        blocks = []
-        for name in self.columns["text"]:
-            texts = self._texts(table.column(name))
-            blocks += [hasher.transform(analyzer(doc) for doc in texts) for analyzer, hasher in self._prepared()]
-        matrix = sp.hstack(blocks, format="csr")
+        if table.num_rows >= PARALLEL_ROWS:  # the trainer's held-out rows, a batch scoring chunk
+            matrix = self._counts(table)
+        else:
+            blocks = []
+            for name in self.columns["text"]:
+                texts = self._texts(table.column(name))
+                blocks += [hasher.transform(analyzer(doc) for doc in texts) for analyzer, hasher in self._prepared()]
+            matrix = sp.hstack(blocks, format="csr")
         np.log(matrix.data, matrix.data)
         matrix.data += 1.0
         matrix.data *= self.tfidf.idf_[matrix.indices]

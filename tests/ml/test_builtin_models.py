@@ -102,3 +102,32 @@ def test_the_example_team_model_trains_and_serves_through_the_same_trainer(tmp_p
                                                                                           "1.0.0")
     # its own post-processing: a blocked term (NFKC-normalised) wins over the model
     assert list(model.predict(pa.table({"text": ["see you at the meeting spamlink"]}))) == ["flagged"]
+
+
+def test_the_text_model_hashes_a_large_table_in_worker_processes_into_the_same_bits(tmp_path, monkeypatch):
+    from ml.models import text
+
+    write_snapshot(str(tmp_path / "s"), posts_table(2400, seed=5))
+    files, real = {}, text.TextClassifier._counts_in_parallel
+    for n_jobs, parallel_rows in ((1, 10**9), (2, 400)):
+        monkeypatch.setattr(text, "PARALLEL_ROWS", parallel_rows)
+        monkeypatch.setattr(text, "CHUNK_ROWS", 400)  # 1,920 training rows: five chunks over two workers
+        calls = []
+        monkeypatch.setattr(text.TextClassifier, "_counts_in_parallel",
+                            lambda self, texts, workers: calls.append(workers) or real(self, texts, workers))
+        config = train.parse_config({"model": "text", "target": "label", "params": {"n_jobs": n_jobs}})
+        train.train(str(tmp_path / "s"), str(tmp_path / f"m{n_jobs}"), config)
+        # the fit's texts, then the held-out rows' for predict and for predict_proba
+        assert calls == ([] if n_jobs == 1 else [2, 2, 2])
+        manifest = artifacts.read_manifest(str(tmp_path / f"m{n_jobs}"))
+        files[n_jobs] = {f.name: f.sha256 for f in manifest.files if f.name.startswith("model/")} | {
+            "metrics": json.dumps(manifest.extra["metrics"], sort_keys=True)}
+    assert files[1] == files[2]
+
+
+@pytest.mark.parametrize("n_jobs", [0, -1, 1.5, True, "2"])
+def test_the_text_model_refuses_a_bad_n_jobs(n_jobs):
+    from ml.models.text import TextClassifier
+
+    with pytest.raises(ValueError, match="n_jobs must be a positive integer"):
+        TextClassifier(n_jobs=n_jobs)

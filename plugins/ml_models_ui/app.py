@@ -32,23 +32,24 @@ def create_app() -> FastAPI:
 
     @app.get("/", response_class=HTMLResponse)
     def index(request: Request, user=Depends(reader)) -> str:
-        client = data.registry_client()
+        registered, problem = data.registry_models()
         can_roll_back = _allowed(user, "POST", DEPLOY_DAG)
         note = ""
         if run_id := request.query_params.get("rollback_run"):
             note = (f"<p class='note'>Rollback asked: {render.run_link(DEPLOY_DAG, run_id)} "
                     f"(<span class='rollback-run'>{escape(run_id)}</span>)</p>")
-        models = "".join(render.model_section(m, PREFIX) for m in data.models(client)) or "<p>No registered model yet.</p>"
+        models = (render.problem(problem) if problem else
+                  "".join(render.model_section(m, PREFIX) for m in registered) or "<p>No registered model yet.</p>")
         endpoints = "".join(render.endpoint_section(e, PREFIX, can_roll_back) for e in data.endpoints()) \
             or "<p>No endpoint has a deploy yet.</p>"
         return render.page("Models & endpoints", f"{note}<h2>Endpoints</h2>{endpoints}<h2>Registered models</h2>{models}")
 
     @app.get("/runs/{dag_id}/{run_id}", response_class=HTMLResponse)
     def run_tab(dag_id: str, run_id: str, user=Depends(reader)) -> str:
-        client = data.registry_client()
-        registered = [(m, v) for m in data.models(client) for v in m.versions if v.trained_by == (dag_id, run_id)]
+        found, problem = data.registry_models()
+        registered = [(m, v) for m in found for v in m.versions if v.trained_by == (dag_id, run_id)]
         deploys = [(e.name, entry) for e in data.endpoints() for entry in e.ledger if entry.get("run_id") == run_id]
-        body = []
+        body = [render.problem(problem)] if problem else []
         for model, v in registered:
             metrics = ", ".join(f"{k} {val:.4f}" for k, val in sorted(v.metrics.items()))
             body.append(f"<p class='registered'>Registered {escape(model.name)} version <b>{escape(v.version)}</b> "
@@ -60,17 +61,20 @@ def create_app() -> FastAPI:
             body.append(f"<p class='deploy'>Endpoint {escape(endpoint)}: {escape(str(entry.get('outcome')))} "
                         f"version {escape(str(entry.get('failed_version') or entry.get('version')))} "
                         f"({escape(str(entry.get('reason')))})</p>")
-        if not body:
+        if not registered and not deploys:
             body.append(f"<p>Run {escape(run_id)} of {escape(dag_id)} registered no model version and deployed nothing.</p>")
         body.append(f"<p><a href='{PREFIX}/'>All models and endpoints</a></p>")
         return render.page(f"{dag_id} / {run_id}", "".join(body))
 
     @app.get("/versions/{model}/{version}/evaluation.svg")
     def picture(model: str, version: str, user=Depends(reader)) -> Response:
+        from airflow.exceptions import AirflowException
         from ml.artifacts import ArtifactError
 
         try:
             svg = data.evaluation_picture(data.registry_client(), model, version)
+        except AirflowException as exc:  # no registry configured
+            raise HTTPException(503, str(exc)) from None
         except (FileNotFoundError, KeyError) as exc:
             raise HTTPException(404, str(exc)) from None
         except ArtifactError as exc:
@@ -101,12 +105,13 @@ def create_app() -> FastAPI:
 
     @app.get("/api/summary")
     def summary(user=Depends(reader)) -> dict:
-        client = data.registry_client()
+        registered, problem = data.registry_models()
         return {
+            "registry_problem": problem,
             "models": [{"name": m.name, "aliases": m.aliases,
                         "versions": [{"version": v.version, "aliases": v.aliases, "metrics": v.metrics,
                                       "snapshot_digest": v.snapshot_digest, "trained_by": v.trained_by,
-                                      "source": v.source} for v in m.versions]} for m in data.models(client)],
+                                      "source": v.source} for v in m.versions]} for m in registered],
             "endpoints": [{"name": e.name, "serving": e.serving, "ledger": e.ledger} for e in data.endpoints()],
         }
 

@@ -50,7 +50,12 @@ class Endpoint:
 
 
 def registry_client(conn_id: str = "mlflow_default"):
-    """The registry client, from Airflow's connection as the api-server sees it (secrets backends,
+    """The registry client (see ``registry_target``)."""
+    return registry_target(conn_id).client()
+
+
+def registry_target(conn_id: str = "mlflow_default"):
+    """The registry, from Airflow's connection as the api-server sees it (secrets backends,
     environment, database), else MLFLOW_TRACKING_URI."""
     from airflow.exceptions import AirflowNotFoundException
     from airflow.models.connection import Connection
@@ -61,7 +66,37 @@ def registry_client(conn_id: str = "mlflow_default"):
         conn = Connection.get_connection_from_secrets(conn_id)
     except AirflowNotFoundException:
         conn = None
-    return target_from_connection(conn, conn_id).client()
+    return target_from_connection(conn, conn_id)
+
+
+def registry_models() -> tuple[list[Model], str | None]:
+    """(the registered models, None), or ([], what is wrong and what to do): the page shows an
+    unconfigured or unreachable registry as such, never as a server error."""
+    import os
+
+    from airflow.exceptions import AirflowException
+
+    # the page waits seconds for an unreachable registry, not MLflow's minutes of retries
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    try:
+        target = registry_target()
+    except AirflowException as exc:
+        return [], f"The model registry is not configured. {exc}."
+    try:
+        return models(target.client()), None
+    except Exception as exc:  # refused, timed out, bad credentials, a database that is down
+        return [], (f"The model registry at {redacted(target.tracking_uri)} could not be read "
+                    f"({type(exc).__name__}: {redacted(str(exc))[:300]}). Check that it runs and that Airflow connection "
+                    f"mlflow_default points at it.")
+
+
+def redacted(text: str) -> str:
+    """``text`` with the user and password of every URL in it replaced (the client's errors quote
+    the URL they failed on)."""
+    import re
+
+    return re.sub(r"(://)[^/@\s]+@", r"\1***@", text)
 
 
 def models(client) -> list[Model]:

@@ -13,6 +13,7 @@ STYLE = """body{font-family:system-ui,sans-serif;margin:16px;color:#1a1a1a}table
 td,th{border-bottom:1px solid #ddd;padding:4px 10px;text-align:left;font-size:13px;vertical-align:top}
 th{background:#f4f4f6}.alias{background:#e7f5ff;border-radius:4px;padding:1px 6px;margin-right:4px}
 .ok{color:#2b8a3e}.bad{color:#c92a2a}.note{padding:8px 12px;border-radius:6px;background:#fff3bf}
+.problem{padding:8px 12px;border-radius:6px;background:#ffe3e3}
 code{font-size:12px}details{margin:4px 0}button{padding:4px 12px}"""
 
 
@@ -43,16 +44,34 @@ def primary_metric(model: Model) -> str | None:
     return min(names) if names else None
 
 
+# the values a metric can take: the chart's axis never leaves them (accuracy is not drawn to 1.002)
+METRIC_RANGE = {"accuracy": (0.0, 1.0), "f1": (0.0, 1.0), "roc_auc": (0.0, 1.0), "r2": (None, 1.0),
+                "rmse": (0.0, None), "mae": (0.0, None)}
+
+
+def axis_range(metric: str, values: list[float]) -> tuple[float, float]:
+    """The chart's lowest and highest value: the values with a tenth of their spread around them,
+    kept inside the metric's possible range."""
+    lo, hi = min(values), max(values)
+    span = (hi - lo) or max(abs(hi), 1e-9) * 0.1
+    lo, hi = lo - span * 0.1, hi + span * 0.1
+    floor, ceiling = METRIC_RANGE.get(metric, (None, None))
+    if floor is not None:
+        lo = max(lo, floor)
+    if ceiling is not None:
+        hi = min(hi, ceiling)
+    if hi <= lo:  # every value at the edge of the range (a perfect score, say)
+        lo, hi = (hi - span, hi) if ceiling is not None and hi == ceiling else (lo, lo + span)
+    return lo, hi
+
+
 def metric_chart(model: Model, metric: str) -> str:
     """The metric of each version, oldest to newest, as an SVG line with one point per version."""
     points = [(v.version, v.metrics[metric]) for v in reversed(model.versions) if metric in v.metrics]
     if not points:
         return ""
     w, h, pad = 520, 200, 40
-    values = [p[1] for p in points]
-    lo, hi = min(values), max(values)
-    span = (hi - lo) or max(abs(hi), 1e-9) * 0.1
-    lo, hi = lo - span * 0.1, hi + span * 0.1
+    lo, hi = axis_range(metric, [p[1] for p in points])
     step = (w - 2 * pad) / max(len(points) - 1, 1)
     xy = [(pad + i * step, h - pad - (value - lo) / (hi - lo) * (h - 2 * pad)) for i, (_, value) in enumerate(points)]
     line = " ".join(f"{x:.1f},{y:.1f}" for x, y in xy)
@@ -90,6 +109,11 @@ def model_section(model: Model, prefix: str) -> str:
             "<table><tr><th>version</th><th>aliases</th><th>estimator</th><th>held-out metrics</th>"
             "<th>snapshot digest</th><th>trained by</th><th>registered</th><th>picture</th></tr>"
             f"{''.join(rows)}</table></section>")
+
+
+def problem(text: str) -> str:
+    """What stops the page showing something, and what to do about it."""
+    return f"<p class='problem' role='alert'>{escape(text)}</p>"
 
 
 def endpoint_section(endpoint: Endpoint, prefix: str, can_roll_back: bool) -> str:

@@ -12,7 +12,7 @@ export UV_COMPILE_BYTECODE := 1
 
 PORT ?= 8080
 
-.PHONY: venv lock demo demo-stop test load-test benchmarks clean airflow airflow-stop stack stack-stop container-tools
+.PHONY: venv lock demo demo-stop check-specs test load-test benchmarks clean airflow airflow-stop stack stack-stop container-tools
 
 venv: $(VENV)/.synced
 
@@ -57,6 +57,10 @@ container-tools:
 test: venv container-tools
 	rm -f .coverage .coverage.*
 	$(VENV)/bin/python -m pytest tests --cov --cov-report=term-missing:skip-covered
+
+# Every model spec in models/: each file's errors (file, field, what to give), exit 1 on any.
+check-specs: venv
+	$(VENV)/bin/python -m operators.model_spec models/
 
 # The SLO report: Locust (tests/load/) against a real ml.serve; prints the valid rate and
 # p50/p95/p99 and exits 1 when tests/load/slo.toml's objective is not held.

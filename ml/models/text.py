@@ -114,18 +114,23 @@ class TextClassifier(Model):
         return [v if v is not None else "" for v in column.to_pylist()]
 
     def _counts(self, table):
+        """The texts' hashed counts, each column's analyzers side by side: a large table's (the
+        trainer's, a scoring chunk's) in worker processes, a request's here, with the analyzers
+        built once."""
         import scipy.sparse as sp
 
-        from joblib import cpu_count  # affinity and a container's CPU quota both count
+        workers = 1
+        if table.num_rows >= PARALLEL_ROWS:
+            from joblib import cpu_count  # affinity and a container's CPU quota both count
 
-        workers = min(self.n_jobs or cpu_count(), -(-table.num_rows // CHUNK_ROWS))
+            workers = min(self.n_jobs or cpu_count(), -(-table.num_rows // CHUNK_ROWS))
         blocks = []
         for name in self.columns["text"]:
-            texts = self._texts(table.column(name))  # once per column, for every vectorizer
-            if workers > 1 and table.num_rows >= PARALLEL_ROWS:
+            texts = self._texts(table.column(name))  # once per column, for every analyzer
+            if workers > 1:
                 blocks.append(self._counts_in_parallel(texts, workers))
             else:
-                blocks += [vectorizer.transform(texts) for vectorizer in self._vectorizers()]
+                blocks += [hasher.transform(analyzer(doc) for doc in texts) for analyzer, hasher in self._prepared()]
         return blocks[0] if len(blocks) == 1 else sp.hstack(blocks, format="csr")  # no copy of one block
 
     def _counts_in_parallel(self, texts: list[str], workers: int):
@@ -166,14 +171,7 @@ class TextClassifier(Model):
         last = getattr(self, "_last", None)
         if last is not None and last[0] is table:  # predict_proba right after predict on the same rows
             return last[1]
-        if table.num_rows >= PARALLEL_ROWS:  # the trainer's held-out rows, a batch scoring chunk
-            matrix = self._counts(table)
-        else:
-            blocks = []
-            for name in self.columns["text"]:
-                texts = self._texts(table.column(name))
-                blocks += [hasher.transform(analyzer(doc) for doc in texts) for analyzer, hasher in self._prepared()]
-            matrix = sp.hstack(blocks, format="csr")
+        matrix = self._counts(table)
         np.log(matrix.data, matrix.data)
         matrix.data += 1.0
         matrix.data *= self.tfidf.idf_[matrix.indices]

@@ -79,6 +79,11 @@ def create_app() -> FastAPI:
             raise HTTPException(404, str(exc)) from None
         except ArtifactError as exc:
             raise HTTPException(409, f"the artifact of {model} version {version} is not usable: {exc}") from None
+        except Exception as exc:  # the registry refused or timed out: said as such, not as a 500
+            if getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":  # MLflow: no such version
+                raise HTTPException(404, f"{model} has no version {version}") from None
+            raise HTTPException(503, f"the model registry could not be read ({type(exc).__name__}: "
+                                     f"{data.redacted(str(exc))[:300]})") from None
         return Response(svg, media_type="image/svg+xml", headers={"Content-Security-Policy": "script-src 'none'"})
 
     @app.post("/endpoints/{endpoint}/rollback")

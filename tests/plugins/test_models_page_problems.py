@@ -73,6 +73,9 @@ def test_an_unreachable_registry_is_said_within_seconds_without_its_password(pag
     assert answer.status_code == 200 and time.monotonic() - started < 30
     assert f"The model registry at http://***@127.0.0.1:{port} could not be read" in answer.text
     assert "s3cret-pw" not in answer.text
+    picture = page.get("/versions/demo_classifier/1/evaluation.svg")
+    assert picture.status_code == 503 and "could not be read" in picture.json()["detail"]
+    assert "s3cret-pw" not in picture.text
 
 
 @pytest.mark.parametrize("metric, values", [("accuracy", [0.98, 1.0]), ("accuracy", [1.0, 1.0]),
@@ -92,3 +95,11 @@ def test_the_chart_axis_of_a_metric_with_no_known_range_keeps_its_margin(monkeyp
     from ml_models_ui.render import axis_range
 
     assert axis_range("log_loss", [0.2, 0.4]) == pytest.approx((0.18, 0.42))
+
+
+def test_the_picture_of_a_version_the_registry_does_not_hold_is_a_404(page, monkeypatch, tmp_path):
+    no_connection(monkeypatch)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")  # a real, empty registry
+    picture = page.get("/versions/no_such_model/7/evaluation.svg")
+    assert picture.status_code == 404 and picture.json()["detail"] == "no_such_model has no version 7"
+    assert page.get("/").status_code == 200 and "No registered model yet." in page.get("/").text

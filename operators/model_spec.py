@@ -54,10 +54,16 @@ class Level:
 @dataclass(frozen=True)
 class ModelSpec:
     path: Path
-    name: str
-    owners: list[str]
     raw: dict[str, Any]  # as written, defaults filled in
     levels: list[Level] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.raw["name"]
+
+    @property
+    def owners(self) -> list[str]:
+        return self.raw["owners"]
 
     @property
     def sql_path(self) -> Path:
@@ -190,7 +196,7 @@ def parse_spec(path: Path, text: str | None = None, allowed_classes: list[str] |
         levels.append(Level(level["name"], level["endpoint"],
                             level.get("conn_id") or "ml_endpoint_" + level["endpoint"].replace("-", "_"),
                             level.get("target"), level.get("canary_percent"), level.get("promotion", {})))
-    return ModelSpec(path, spec["name"], spec["owners"], spec, levels)
+    return ModelSpec(path, spec, levels)
 
 
 def load_specs(folder: Path = SPEC_FOLDER, allowed_classes: list[str] | None = None

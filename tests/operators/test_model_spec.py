@@ -38,6 +38,7 @@ def test_the_shipped_specs_load_with_their_defaults_filled_in():
     assert [(level.name, level.endpoint, level.conn_id) for level in text.levels] == [
         ("development", "demo-text", "ml_endpoint_demo_text"),
         ("production", "demo-text-production", "ml_endpoint_demo_text_production")]
+    assert text.owners == ["trust-and-safety", "ml-platform"]
     assert text.raw["source"]["conn_id"] == "ml_source" and text.raw["training"]["compute"] == "local"
     assert text.raw["training"]["resources"] == {"cpu": "1", "memory": "2Gi", "gpu": 0}
     assert text.sql_path.read_text().count("demo_moderation_posts") == 1

@@ -61,7 +61,7 @@ test: venv container-tools
 
 # Every model spec in models/: each file's errors (file, field, what to give), exit 1 on any.
 check-specs: venv
-	$(VENV)/bin/python -m operators.model_spec models/
+	$(VENV)/bin/python -m operators.specs.model_spec models/
 
 # The SLO report: Locust (tests/load/) against a real ml.serve; prints the valid rate and
 # p50/p95/p99 and exits 1 when tests/load/slo.toml's objective is not held.
@@ -80,7 +80,7 @@ benchmarks: venv
 
 # `make demo` leaves its model servers running (that is the point); this stops them.
 demo-stop:
-	@for e in demo-local demo-text; do [ ! -f .demo/endpoints/$$e/state.json ] || $(VENV)/bin/python -c "from operators.deploy_targets.local import LocalServerTarget as T; T('$$e', state_dir='.demo/endpoints/$$e').stop()"; done
+	@for e in demo-local demo-text; do [ ! -f .demo/endpoints/$$e/state.json ] || $(VENV)/bin/python -c "from operators.deploy.targets.local import LocalServerTarget as T; T('$$e', state_dir='.demo/endpoints/$$e').stop()"; done
 
 clean: airflow-stop demo-stop
 	rm -rf .demo .pytest_cache

@@ -50,7 +50,7 @@ if method == "operator":
     from types import SimpleNamespace
     import adbc_driver_postgresql.dbapi, pyarrow.parquet
     from airflow.providers.postgres.hooks.postgres import PostgresHook
-    from operators.sql_to_parquet import SqlToParquetOperator
+    from operators.extract.sql_to_parquet import SqlToParquetOperator
 elif method == "pandas":
     import pandas as pd
     import pyarrow.parquet

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from demo.local_airflow import LocalAirflow, free_port  # noqa: E402
 from demo.seed_source import seed_sqlite  # noqa: E402
-from operators.endpoint_client import ping  # noqa: E402
+from operators.deploy.endpoint_client import ping  # noqa: E402
 
 DAG = "ml_training_pipeline"
 
@@ -118,7 +118,7 @@ def main() -> int:
     proc.wait(timeout=600)
     rows.append({"how": "`airflow dags test`", "trial": 1, "serving_s": serving, "overhead_s": float("nan"),
                  "span_s": time.monotonic() - posted, "state": "success" if proc.returncode == 0 else "failed"})
-    from operators.deploy_targets.local import LocalServerTarget
+    from operators.deploy.targets.local import LocalServerTarget
 
     LocalServerTarget("bench-local", state_dir=str(demo / "endpoints" / "bench-local")).stop()
 

@@ -17,8 +17,8 @@ from airflow.sdk import DAG, AssetAlias, CronDataIntervalTimetable, Param
 
 from operators.alerts import task_failure_alert
 from operators.artifact_root import artifact_root
-from operators.batch_scoring import CommitPredictionsOperator, PlanScoringOperator, ScoreShardOperator
-from operators.sql_to_parquet import extract_operator
+from operators.scoring.batch_scoring import CommitPredictionsOperator, PlanScoringOperator, ScoreShardOperator
+from operators.extract.sql_to_parquet import extract_operator
 
 ARTIFACT_ROOT = artifact_root()
 SOURCE_CONN_ID = os.environ.get("ML_SOURCE_CONN_ID", "ml_source")

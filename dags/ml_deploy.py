@@ -10,7 +10,7 @@ import pendulum
 from airflow.sdk import DAG, Param, task
 
 from operators.alerts import task_failure_alert
-from operators.deploy_steps import ENDPOINT, deploy_steps, endpoint_asset
+from operators.deploy.steps import ENDPOINT, deploy_steps, endpoint_asset
 
 MODEL_NAME = os.environ.get("ML_MODEL_NAME", "demo_classifier")
 
@@ -43,7 +43,7 @@ with DAG(
         """What to deploy: the given version/alias, or for a rollback the ledger's previous version."""
         from airflow.sdk.exceptions import AirflowFailException
 
-        from operators.deploy_ledger import version_before_current
+        from operators.deploy.ledger import version_before_current
 
         if params["action"] == "deploy" or params["version"]:
             if not (params["version"] or params["alias"]):

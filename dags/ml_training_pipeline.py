@@ -23,14 +23,14 @@ from ml.models.classes import choices as model_choices
 from ml.training_config import ESTIMATORS
 from operators.alerts import task_failure_alert
 from operators.artifact_root import artifact_root
-from operators.artifact_sensor import ArtifactSensor
-from operators.deploy_steps import ENDPOINT, deploy_steps
-from operators.evaluate_model import DIRECTIONS, EvaluateModelOperator
-from operators.promote_model import PromoteModelOperator, RestoreAliasesOperator
-from operators.published_snapshots import training_snapshots_asset
-from operators.register_model import RegisterModelOperator
-from operators.sql_to_parquet import extract_operator
-from operators.train_model import training_operator
+from operators.sensors.artifact_sensor import ArtifactSensor
+from operators.deploy.steps import ENDPOINT, deploy_steps
+from operators.training.evaluate_model import DIRECTIONS, EvaluateModelOperator
+from operators.registry.promote_model import PromoteModelOperator, RestoreAliasesOperator
+from operators.extract.published_snapshots import training_snapshots_asset
+from operators.registry.register_model import RegisterModelOperator
+from operators.extract.sql_to_parquet import extract_operator
+from operators.training.train_model import training_operator
 
 ARTIFACT_ROOT = artifact_root()
 SOURCE_CONN_ID = os.environ.get("ML_SOURCE_CONN_ID", "ml_source")
@@ -98,7 +98,7 @@ RETRY_DELAY = timedelta(seconds=float(os.environ.get("ML_RETRY_DELAY_SECONDS", "
 snapshot_events = AssetAlias("ml_training_pipeline.snapshots")
 registered_events = AssetAlias("ml_training_pipeline.registered")
 # Data-aware retraining: a snapshot published on this asset starts a run that trains on it
-# (operators/published_snapshots.py); the cron schedule runs as well.
+# (operators/extract/published_snapshots.py); the cron schedule runs as well.
 published_snapshots = training_snapshots_asset(MODEL_NAME)
 
 with DAG(

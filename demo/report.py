@@ -20,7 +20,7 @@ def main() -> int:
     from mlflow.tracking import MlflowClient
 
     from ml import artifacts
-    from operators.register_model import find_version
+    from operators.registry.register_model import find_version
 
     manifests = glob.glob(f"{args.artifacts}/models/{args.model_name}/*/manifest.json")
     if not manifests:
@@ -63,9 +63,9 @@ def report_endpoint(state_path: str, manifest, client, model_name: str, own_text
     from pathlib import Path
 
     from ml.model_io import read_holdout
-    from operators.deploy_targets import Served
-    from operators.deploy_targets.local import LocalServerTarget
-    from operators.endpoint_client import invoke, ping
+    from operators.deploy.targets import Served
+    from operators.deploy.targets.local import LocalServerTarget
+    from operators.deploy.endpoint_client import invoke, ping
 
     if not os.path.exists(state_path):
         print("no endpoint was deployed (the gate kept the current model, or deploy is off)")

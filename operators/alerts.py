@@ -58,7 +58,7 @@ def task_failure_alert() -> SlackAlert:
 
 def _metric_line(model: str, version: str | None, previous: str | None, mlflow_conn_id: str) -> str:
     """The held-out metrics of ``version`` with their change against ``previous``, from the registry."""
-    from operators.mlflow_tracking import mlflow_target
+    from operators.registry.mlflow_tracking import mlflow_target
 
     client = mlflow_target(mlflow_conn_id).client()
 

@@ -48,7 +48,7 @@ class FakeTaskInstance:
 def two_versions(root) -> dict:
     """Two classifier versions ("1", "2") of one snapshot under ``root``, as ``Served`` values."""
     from ml import train
-    from operators.deploy_targets import Served
+    from operators.deploy.targets import Served
 
     write_snapshot(str(root / "snap"), breast_cancer_table())
     for name, seed in (("v1", 1), ("v2", 2)):

@@ -60,7 +60,7 @@ def registry_target(conn_id: str = "mlflow_default"):
     from airflow.exceptions import AirflowNotFoundException
     from airflow.models.connection import Connection
 
-    from operators.mlflow_tracking import target_from_connection
+    from operators.registry.mlflow_tracking import target_from_connection
 
     try:
         conn = Connection.get_connection_from_secrets(conn_id)

@@ -18,7 +18,7 @@ import yaml
 
 from demo.local_airflow import free_port
 from ml import train
-from operators.deploy_targets.kubernetes_manifests import PORT, EndpointSpec, endpoint_objects
+from operators.deploy.targets.kubernetes_manifests import PORT, EndpointSpec, endpoint_objects
 from tests.containers.conftest import wait_http
 from tests.helpers import breast_cancer_table, write_snapshot
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from ml import artifacts
-from operators.endpoint_client import invoke, ping
+from operators.deploy.endpoint_client import invoke, ping
 from tests.conftest import free_port
 from tests.containers.conftest import wait_http
 from tests.helpers import breast_cancer_table, write_snapshot
@@ -62,7 +62,7 @@ def test_serving_image_serves_the_sagemaker_way(docker, images, tmp_path, python
     model_dir = tmp_path / "opt-ml-model"
     import tarfile
 
-    from operators.deploy_targets.model_package import model_tarball
+    from operators.deploy.targets.model_package import model_tarball
 
     tarball, _ = model_tarball(str(tmp_path / "model"))  # what the SageMaker target uploads as ModelDataUrl
     with tarball, tarfile.open(fileobj=tarball, mode="r:gz") as tar:

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from ml import artifacts
-from operators.train_model import training_operator
+from operators.training.train_model import training_operator
 from tests.helpers import breast_cancer_table, write_snapshot
 
 # Fixture setup counts: the first test builds the base and the images it needs.

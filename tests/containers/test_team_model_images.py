@@ -13,8 +13,8 @@ import yaml
 
 from demo.moderation_posts import table as posts_table
 from ml import artifacts
-from operators.endpoint_client import invoke, ping
-from operators.train_model import training_operator
+from operators.deploy.endpoint_client import invoke, ping
+from operators.training.train_model import training_operator
 from tests.conftest import free_port
 from tests.containers.conftest import TEAM_TRAINER, wait_http
 from tests.helpers import write_snapshot

@@ -46,7 +46,7 @@ def running_airflow(make_database, demo: Path, prefix: str, *, days: int, model:
                "databases": databases}
     finally:
         local.stop()
-        from operators.deploy_targets.local import LocalServerTarget
+        from operators.deploy.targets.local import LocalServerTarget
 
         LocalServerTarget(endpoint, state_dir=str(demo / "endpoints" / endpoint)).stop()
 

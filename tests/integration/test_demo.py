@@ -29,7 +29,7 @@ def test_demo_twice_registers_exactly_one_more_version_and_serves_it(tmp_path):
     try:
         _demo_twice(tmp_path)
     finally:
-        from operators.deploy_targets.local import LocalServerTarget
+        from operators.deploy.targets.local import LocalServerTarget
 
         for endpoint in ("demo-local", "demo-text"):
             LocalServerTarget(endpoint, state_dir=str(tmp_path / "endpoints" / endpoint)).stop()
@@ -60,7 +60,7 @@ def _demo_twice(tmp_path):
 
     # make demo-stop, then make demo: whatever the gate decides, the demo serves and never ends
     # in a traceback (it used to call the stopped endpoint when the gate kept production).
-    from operators.deploy_targets.local import LocalServerTarget
+    from operators.deploy.targets.local import LocalServerTarget
 
     LocalServerTarget("demo-local", state_dir=str(tmp_path / "endpoints" / "demo-local")).stop()
     third = run_demo(tmp_path)

@@ -18,9 +18,9 @@ import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
 
 from ml import artifacts, train
-from operators.deploy_model import DeployModelOperator
-from operators.deploy_targets.local import LocalServerTarget
-from operators.register_model import RegisterModelOperator
+from operators.deploy.deploy_model import DeployModelOperator
+from operators.deploy.targets.local import LocalServerTarget
+from operators.registry.register_model import RegisterModelOperator
 from tests.helpers import FakeTaskInstance, breast_cancer_table, write_snapshot
 from tests.load.locust_load import LocustLoad
 

@@ -41,7 +41,7 @@ def posts_env(pipeline_env):  # noqa: F811 - the imported fixture
 
 
 def served(home: Path, endpoint: str) -> str:
-    from operators.deploy_targets.local import LocalServerTarget
+    from operators.deploy.targets.local import LocalServerTarget
 
     return LocalServerTarget(endpoint, state_dir=str(home / "endpoints" / endpoint)).url
 
@@ -71,7 +71,7 @@ def test_each_model_is_trained_registered_promoted_deployed_and_predicts(posts_e
         if expected:
             assert answer["predictions"] == [expected]
     finally:
-        from operators.deploy_targets.local import LocalServerTarget
+        from operators.deploy.targets.local import LocalServerTarget
 
         endpoint = env["ML_ENDPOINT"]
         LocalServerTarget(endpoint, state_dir=str(home / "endpoints" / endpoint)).stop()

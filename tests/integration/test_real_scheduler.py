@@ -56,8 +56,8 @@ def runs(af: LocalAirflow) -> list[dict]:
 
 
 def served(demo: Path) -> dict:
-    from operators.deploy_targets.local import LocalServerTarget
-    from operators.endpoint_client import ping
+    from operators.deploy.targets.local import LocalServerTarget
+    from operators.deploy.endpoint_client import ping
 
     return ping(LocalServerTarget(ENDPOINT, state_dir=str(demo / "endpoints" / ENDPOINT)).url) or {}
 

@@ -53,7 +53,7 @@ def attempt(model_uri: str, conn: str, run_id: str, start_at: float = 0.0, fault
     os.environ["AIRFLOW_CONN_MLFLOW_DRILL"] = conn
     from mlflow.tracking import MlflowClient
 
-    from operators.register_model import RegisterModelOperator
+    from operators.registry.register_model import RegisterModelOperator
 
     if fault:
         real = MlflowClient.create_model_version

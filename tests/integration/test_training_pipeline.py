@@ -43,7 +43,7 @@ def pipeline_env(make_database, tmp_path_factory):
                        check=True, capture_output=True)
     subprocess.run([str(BIN / "airflow"), "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
     yield {"env": env, "home": home, "source": source, "registry": registry}
-    from operators.deploy_targets.local import LocalServerTarget
+    from operators.deploy.targets.local import LocalServerTarget
 
     LocalServerTarget("it-endpoint", state_dir=str(home / "endpoints" / "it-endpoint")).stop()
 
@@ -102,7 +102,7 @@ def test_pipeline_extracts_trains_and_registers_once_per_model(pipeline_env):
 
 
 def endpoint(home: Path):
-    from operators.deploy_targets.local import LocalServerTarget
+    from operators.deploy.targets.local import LocalServerTarget
 
     target = LocalServerTarget("it-endpoint", state_dir=str(home / "endpoints" / "it-endpoint"))
     import urllib.request

@@ -13,8 +13,8 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
 from operators.alerts import ledger_text
-from operators.deploy_targets import DeployStatus
-from operators.deploy_trigger import DeployStatusTrigger
+from operators.deploy.targets import DeployStatus
+from operators.deploy.trigger import DeployStatusTrigger
 
 RECORD = {"model": "churn", "endpoint": "prod", "run_id": "manual__1", "version": "1", "failed_version": "2",
           "previous_version": "2", "reason": "automatic rollback: smoke test failed: 3 predictions for 32 rows"}
@@ -58,7 +58,7 @@ def run_trigger(statuses, deadline_in: float) -> dict:
         async for event in trigger.run():
             return event.payload
 
-    with mock.patch("operators.deploy_targets.target_class", return_value=SimpleNamespace(status=status)):
+    with mock.patch("operators.deploy.targets.target_class", return_value=SimpleNamespace(status=status)):
         return asyncio.run(first())
 
 
@@ -82,7 +82,7 @@ def published(uri: str | None):
 
 
 def test_a_published_event_without_a_usable_snapshot_fails_the_run_saying_why(tmp_path):
-    from operators.published_snapshots import take_published_snapshot
+    from operators.extract.published_snapshots import take_published_snapshot
 
     log = mock.Mock()
     with pytest.raises(AirflowFailException, match="has no extra 'uri' naming the snapshot"):
@@ -95,8 +95,8 @@ def test_a_published_event_without_a_usable_snapshot_fails_the_run_saying_why(tm
 def test_a_registry_that_cannot_search_tags_does_not_block_training(tmp_path):
     from mlflow.exceptions import MlflowException
 
-    from operators.published_snapshots import _trained_version
+    from operators.extract.published_snapshots import _trained_version
 
-    with mock.patch("operators.mlflow_tracking.mlflow_target") as target:
+    with mock.patch("operators.registry.mlflow_tracking.mlflow_target") as target:
         target.return_value.client.return_value.search_model_versions.side_effect = MlflowException("bad filter")
         assert _trained_version("churn", "abc", "mlflow_default") is None

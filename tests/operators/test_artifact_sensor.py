@@ -12,8 +12,8 @@ import pyarrow as pa
 import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout, TaskDeferred
 
-from operators.artifact_sensor import ArtifactSensor
-from operators.artifact_trigger import ArtifactTrigger
+from operators.sensors.artifact_sensor import ArtifactSensor
+from operators.sensors.artifact_trigger import ArtifactTrigger
 from tests.helpers import write_snapshot
 
 TABLE = pa.table({"x": [1, 2, 3]})
@@ -115,7 +115,7 @@ def test_trigger_serializes_to_an_importable_classpath():
     classpath, kwargs = trigger.serialize()
     module, name = classpath.rsplit(".", 1)
     rebuilt = getattr(importlib.import_module(module), name)(**kwargs)
-    assert classpath == "operators.artifact_trigger.ArtifactTrigger"
+    assert classpath == "operators.sensors.artifact_trigger.ArtifactTrigger"
     assert rebuilt.serialize() == (classpath, kwargs)
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from demo.moderation_posts import table as posts_table
 from ml import train
-from operators.deploy_targets import Served, get_target, target_from_handle
+from operators.deploy.targets import Served, get_target, target_from_handle
 from tests.helpers import write_snapshot
 from tests.operators.test_sagemaker_target import aws  # noqa: F401 - fixture
 from tests.operators.test_vertex_target import vertex  # noqa: F401 - fixture

@@ -10,7 +10,7 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
 from ml import artifacts
-from operators.train_model import training_operator
+from operators.training.train_model import training_operator
 from tests.cloud_standins import SageMakerStandIn
 from tests.helpers import breast_cancer_table, write_snapshot
 
@@ -77,7 +77,7 @@ def test_sagemaker_refuses_local_paths_before_starting_a_job(sagemaker_jobs, mak
 def test_a_model_left_by_another_run_is_not_taken_for_this_runs(sagemaker_jobs, s3_bucket, make_context):
     from airflow.sdk.exceptions import AirflowException
 
-    from operators.trainer_command import trained_result
+    from operators.training.trainer_command import trained_result
 
     write_snapshot(f"s3://{s3_bucket}/snapshots/interval=1", breast_cancer_table())
     sagemaker_train(s3_bucket).execute(make_context(run_id="first"))
@@ -180,7 +180,7 @@ def test_sagemaker_waits_on_the_worker_when_not_deferrable(sagemaker_jobs, s3_bu
 def test_the_custom_job_carries_accelerators_and_the_service_account_and_refuses_local_paths(make_context):
     from airflow.sdk.exceptions import AirflowFailException
 
-    from operators.train_vertex import VertexTrainOperator
+    from operators.training.train_vertex import VertexTrainOperator
 
     settings = dict(task_id="train", config=CONFIG, image="europe-docker.pkg.dev/p/ml/ml-trainer:0.1.0",
                     project_id="p", output_root="gs://b/models")
@@ -197,8 +197,8 @@ def test_the_custom_job_carries_accelerators_and_the_service_account_and_refuses
 
 
 def test_a_cloud_trainer_without_its_image_says_which_setting_is_missing():
-    from operators.train_sagemaker import SageMakerTrainOperator
-    from operators.train_vertex import VertexTrainOperator
+    from operators.training.train_sagemaker import SageMakerTrainOperator
+    from operators.training.train_vertex import VertexTrainOperator
 
     with pytest.raises(ValueError, match="VertexTrainOperator needs image= .*ML_TRAINER_IMAGE"):
         VertexTrainOperator(task_id="t", data_uri="gs://b/s", config=CONFIG, image="", project_id="p")

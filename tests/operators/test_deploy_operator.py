@@ -11,9 +11,9 @@ from unittest import mock
 import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
 
-from operators.deploy_model import DeployModelOperator
-from operators.deploy_targets import DeployStatus, Served
-from operators.endpoint_client import EndpointError
+from operators.deploy.deploy_model import DeployModelOperator
+from operators.deploy.targets import DeployStatus, Served
+from operators.deploy.endpoint_client import EndpointError
 from tests.helpers import FakeTaskInstance, two_versions
 
 
@@ -73,8 +73,8 @@ def run(target, version: Served, make_context, **kwargs):
 
     with mock.patch.object(DeployModelOperator, "_resolve",
                            return_value=SimpleNamespace(version=version.version, source=version.uri)), \
-            mock.patch("operators.deploy_targets.get_target", return_value=target), \
-            mock.patch("operators.deploy_targets.target_class", return_value=SimpleNamespace(status=status)):
+            mock.patch("operators.deploy.targets.get_target", return_value=target), \
+            mock.patch("operators.deploy.targets.target_class", return_value=SimpleNamespace(status=status)):
         try:
             return op.execute(context), context["ti"]
         except (AirflowException, TaskDeferred) as exc:
@@ -108,10 +108,10 @@ def test_bad_target_settings_fail_the_task_naming_the_endpoint(versions, make_co
 def test_neither_version_nor_alias_is_refused_and_an_alias_is_asked_of_the_registry(make_context):
     op = DeployModelOperator(task_id="deploy", model_name="m", endpoint="e")
     with pytest.raises(AirflowFailException, match="give a version or an alias"):
-        with mock.patch("operators.mlflow_tracking.mlflow_target"):
+        with mock.patch("operators.registry.mlflow_tracking.mlflow_target"):
             op._resolve()
     by_alias = DeployModelOperator(task_id="deploy", model_name="m", endpoint="e", alias="champion")
-    with mock.patch("operators.mlflow_tracking.mlflow_target") as mlflow_target:
+    with mock.patch("operators.registry.mlflow_tracking.mlflow_target") as mlflow_target:
         client = mlflow_target.return_value.client.return_value
         client.get_model_version_by_alias.return_value = "the version"
         assert by_alias._resolve() == "the version"

@@ -18,7 +18,7 @@ from tests.helpers import FakeTaskInstance
 
 
 def test_a_column_whose_later_rows_change_type_fails_naming_the_fix(tmp_path):
-    from operators.sql_record_batches import SchemaDriftError, record_batches
+    from operators.extract.sql_record_batches import SchemaDriftError, record_batches
 
     db = tmp_path / "src.db"
     with sqlite3.connect(db) as conn:
@@ -33,7 +33,7 @@ def test_a_column_whose_later_rows_change_type_fails_naming_the_fix(tmp_path):
 
 
 def test_a_query_that_returns_no_rows_has_its_columns_as_strings(tmp_path):
-    from operators.sql_record_batches import record_batches
+    from operators.extract.sql_record_batches import record_batches
 
     db = tmp_path / "src.db"
     with sqlite3.connect(db) as conn:
@@ -55,7 +55,7 @@ class ErrorPage(http.server.BaseHTTPRequestHandler):
 
 
 def test_an_error_page_that_is_not_json_is_quoted_in_the_endpoint_error():
-    from operators.endpoint_client import EndpointError, invoke
+    from operators.deploy.endpoint_client import EndpointError, invoke
 
     server = http.server.HTTPServer(("127.0.0.1", 0), ErrorPage)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -68,7 +68,7 @@ def test_an_error_page_that_is_not_json_is_quoted_in_the_endpoint_error():
 
 
 def test_a_slack_outage_does_not_lose_the_ledger_entry(make_context, capfd):
-    from operators.deploy_ledger import RecordLedgerOperator
+    from operators.deploy.ledger import RecordLedgerOperator
 
     record = {"model": "churn", "endpoint": "prod", "outcome": "rolled_back", "version": "1", "failed_version": "2",
               "reason": "smoke test failed", "run_id": "r"}
@@ -82,7 +82,7 @@ def test_a_slack_outage_does_not_lose_the_ledger_entry(make_context, capfd):
 
 
 def test_a_cloud_job_that_ends_without_a_model_fails_saying_so(tmp_path):
-    from operators.trainer_command import trained_result
+    from operators.training.trainer_command import trained_result
 
     with pytest.raises(AirflowException, match="the training job ended but left no model: .*no manifest"):
         trained_result(str(tmp_path / "model"), {"run_id": "r"})
@@ -91,7 +91,7 @@ def test_a_cloud_job_that_ends_without_a_model_fails_saying_so(tmp_path):
 def test_an_endpoint_nobody_listens_on_is_unreachable_without_a_status():
     import socket
 
-    from operators.endpoint_client import EndpointError, invoke, ping
+    from operators.deploy.endpoint_client import EndpointError, invoke, ping
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -104,7 +104,7 @@ def test_an_endpoint_nobody_listens_on_is_unreachable_without_a_status():
 
 def test_the_code_version_is_the_images_else_the_checkouts_commit_else_the_package_version(monkeypatch):
     from ml import __version__
-    from operators import lineage
+    from operators.registry import lineage
 
     lineage.code_version.cache_clear()
     monkeypatch.setenv("ML_CODE_VERSION", "0.3.0+gabc")
@@ -117,7 +117,7 @@ def test_the_code_version_is_the_images_else_the_checkouts_commit_else_the_packa
 
 
 def test_an_in_memory_or_unplaceable_sqlite_registry_needs_no_schema_lock(tmp_path):
-    from operators.mlflow_schema import _file_lock
+    from operators.registry.mlflow_schema import _file_lock
 
     for uri in ("sqlite:///:memory:", f"sqlite:///{tmp_path}/no/such/dir/mlflow.db"):
         with _file_lock(uri):
@@ -152,7 +152,7 @@ def test_a_server_pid_is_alive_unless_gone_or_a_reaped_zombie():
     import subprocess
     import sys
 
-    from operators.deploy_targets.local import _pid_alive
+    from operators.deploy.targets.local import _pid_alive
 
     assert _pid_alive(1)  # another user's process (or init): alive, even where signalling it is not allowed
     child = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -166,14 +166,14 @@ def test_a_server_pid_is_alive_unless_gone_or_a_reaped_zombie():
 
 
 def test_an_endpoint_connection_without_an_admin_token_is_refused_naming_it():
-    from operators.deploy_targets.local import LocalServerTarget
+    from operators.deploy.targets.local import LocalServerTarget
 
     with pytest.raises(ValueError, match="endpoint prod at http://models:8080: the connection needs the admin token"):
         LocalServerTarget("prod", url="http://models:8080")
 
 
 def test_a_wait_in_task_that_is_not_seconds_is_refused_naming_the_variable(monkeypatch):
-    from operators.deploy_steps import seconds_from_environment
+    from operators.deploy.steps import seconds_from_environment
 
     for given, seconds in (("", None), (" 0 ", 0.0), ("12.5", 12.5)):
         monkeypatch.setenv("ML_DEPLOY_WAIT_IN_TASK", given)

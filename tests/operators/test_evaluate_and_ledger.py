@@ -7,9 +7,9 @@ import json
 import pytest
 
 from ml import train
-from operators.deploy_ledger import version_before_current
-from operators.evaluate_model import EvaluateModelOperator, decide
-from operators.register_model import RegisterModelOperator
+from operators.deploy.ledger import version_before_current
+from operators.training.evaluate_model import EvaluateModelOperator, decide
+from operators.registry.register_model import RegisterModelOperator
 from tests.helpers import breast_cancer_table, write_snapshot
 
 
@@ -91,7 +91,7 @@ def _watcher_run(states: dict, ledger: dict | None):
 
     from airflow.sdk.exceptions import AirflowFailException
 
-    from operators.deploy_ledger import FailIfUpstreamFailedOperator
+    from operators.deploy.ledger import FailIfUpstreamFailedOperator
 
     ti = SimpleNamespace(get_task_states=lambda dag_id, run_ids: {run_ids[0]: states},
                          xcom_pull=lambda task_ids, key: ledger)

@@ -16,10 +16,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from operators.deploy_targets import DeployRefusedError, Served, get_target, target_from_handle
-from operators.deploy_targets.kubernetes import KubernetesTarget
-from operators.deploy_targets.kubernetes_manifests import EndpointSpec, endpoint_objects, resource_name
-from operators.deploy_targets.kubernetes_rollout import rollout_status
+from operators.deploy.targets import DeployRefusedError, Served, get_target, target_from_handle
+from operators.deploy.targets.kubernetes import KubernetesTarget
+from operators.deploy.targets.kubernetes_manifests import EndpointSpec, endpoint_objects, resource_name
+from operators.deploy.targets.kubernetes_rollout import rollout_status
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "kubernetes"
 V1 = Served("1", "s3://ml/models/churn/interval=1")
@@ -186,7 +186,7 @@ class FakeApiServer:
 
     @staticmethod
     def _typed(obj, response_type):
-        from operators.train_pod import kubernetes_object
+        from operators.training.train_pod import kubernetes_object
 
         return kubernetes_object(obj, response_type) if response_type else obj
 
@@ -260,7 +260,7 @@ def test_a_canary_goes_beside_the_stable_deployment_and_its_rollback_removes_it(
 
 def test_an_object_the_api_server_refuses_is_a_refused_deploy(api_server):
     target = get_target(None, "churn", "ml_endpoint_k8s")
-    with mock.patch("operators.deploy_targets.kubernetes.endpoint_objects") as render:
+    with mock.patch("operators.deploy.targets.kubernetes.endpoint_objects") as render:
         render.return_value = [{"kind": "Deployment", "metadata": {"name": "ml-churn", "namespace": "ml-production",
                                                                    "labels": {"reject": "yes"}}}]
         with pytest.raises(DeployRefusedError, match="refused Deployment ml-production/ml-churn \\(422"):
@@ -283,7 +283,7 @@ def test_status_reads_the_rollout_and_decides(name, state, api_server):
         assert h == handle
         return scenario(name)
 
-    with mock.patch("operators.deploy_targets.kubernetes.read_rollout", read):
+    with mock.patch("operators.deploy.targets.kubernetes.read_rollout", read):
         status = asyncio.run(KubernetesTarget.status(handle))
     assert status.state == state and (status.version == "2") == (state == "serving")
 
@@ -294,7 +294,7 @@ def test_status_of_a_deployment_someone_else_changed_fails_as_superseded(api_ser
     async def read(h):
         return scenario("complete")  # asks for version 2 now
 
-    with mock.patch("operators.deploy_targets.kubernetes.read_rollout", read):
+    with mock.patch("operators.deploy.targets.kubernetes.read_rollout", read):
         status = asyncio.run(KubernetesTarget.status(handle))
     assert status.state == "failed" and "superseded" in status.reason and "version 2" in status.reason
 
@@ -304,7 +304,7 @@ def test_a_failed_rollout_is_rolled_back_by_the_deploy_operator_with_the_reason(
     the rollout fails (image pull), the previous version is re-applied, the ledger says why."""
     from airflow.sdk.exceptions import AirflowException, TaskDeferred
 
-    from operators.deploy_model import DeployModelOperator
+    from operators.deploy.deploy_model import DeployModelOperator
     from tests.helpers import FakeTaskInstance
 
     stable = endpoint_objects("churn", "1", V1.uri, EndpointSpec.from_settings(SETTINGS))[0]
@@ -322,18 +322,18 @@ def test_a_failed_rollout_is_rolled_back_by_the_deploy_operator_with_the_reason(
         return deployment, replica_sets, pods
 
     with mock.patch.object(DeployModelOperator, "_resolve", return_value=mock.Mock(version="2", source=V2.uri)), \
-            mock.patch("operators.deploy_targets.kubernetes.read_rollout", just_applied):
+            mock.patch("operators.deploy.targets.kubernetes.read_rollout", just_applied):
         with pytest.raises(TaskDeferred) as deferred:
             op.execute(context)
     path, kwargs = deferred.value.trigger.serialize()
-    assert path == "operators.deploy_trigger.DeployStatusTrigger" and kwargs["handle"]["kind"] == "kubernetes"
+    assert path == "operators.deploy.trigger.DeployStatusTrigger" and kwargs["handle"]["kind"] == "kubernetes"
 
     async def read(handle):
         return scenario("image_pull")
 
-    from operators.deploy_trigger import DeployStatusTrigger
+    from operators.deploy.trigger import DeployStatusTrigger
 
-    with mock.patch("operators.deploy_targets.kubernetes.read_rollout", read):
+    with mock.patch("operators.deploy.targets.kubernetes.read_rollout", read):
         event = asyncio.run(_first_event(DeployStatusTrigger(**json.loads(json.dumps(kwargs)))))
     assert event["status"] == "failed" and "ImagePullBackOff" in event["reason"]
     api_server.calls.clear()
@@ -380,7 +380,7 @@ def test_an_api_server_error_that_may_pass_is_raised_not_taken_for_a_refusal(api
 
 
 def test_a_canary_smoke_test_goes_to_a_ready_canary_pod_and_none_ready_is_an_endpoint_error(api_server):
-    from operators.endpoint_client import EndpointError
+    from operators.deploy.endpoint_client import EndpointError
 
     target = get_target(None, "churn", "ml_endpoint_k8s")
     target.in_flight = {"track": "canary"}
@@ -397,7 +397,7 @@ def test_a_canary_smoke_test_goes_to_a_ready_canary_pod_and_none_ready_is_an_end
 
 
 def test_an_error_answer_to_the_smoke_test_is_an_endpoint_error_with_its_status(api_server):
-    from operators.endpoint_client import EndpointError
+    from operators.deploy.endpoint_client import EndpointError
 
     target = get_target(None, "churn", "ml_endpoint_k8s")
     path = "/api/v1/namespaces/ml-production/services/ml-churn:http/proxy/invocations"

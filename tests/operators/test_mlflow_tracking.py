@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from airflow.sdk import Connection
 
-from operators.mlflow_tracking import target_from_connection
+from operators.registry.mlflow_tracking import target_from_connection
 
 
 class TrackingServer(ThreadingHTTPServer):

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from operators import model_spec
-from operators.model_spec import REPO, load_specs, main
+from operators.specs import model_spec
+from operators.specs.model_spec import REPO, load_specs, main
 
 GOOD = """\
 name: {name}

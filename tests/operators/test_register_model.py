@@ -9,8 +9,8 @@ from airflow.sdk import Asset
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from ml import artifacts, train
-from operators import register_model
-from operators.register_model import RegisterModelOperator
+from operators.registry import register_model
+from operators.registry.register_model import RegisterModelOperator
 from tests.helpers import FakeTaskInstance, breast_cancer_table, write_snapshot
 
 
@@ -118,7 +118,7 @@ def test_invalid_name_and_missing_registry_fail_clearly(models, make_context, mo
 
 
 def test_a_failed_deploy_puts_the_aliases_back_unless_moved_again_since(registry, models, make_context):
-    from operators.promote_model import PromoteModelOperator, RestoreAliasesOperator
+    from operators.registry.promote_model import PromoteModelOperator, RestoreAliasesOperator
 
     register(models["a"], make_context(run_id="run-a"))
     register(models["b"], make_context(run_id="run-b"))

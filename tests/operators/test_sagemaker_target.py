@@ -14,9 +14,9 @@ import boto3
 import pytest
 
 from ml import artifacts
-from operators.deploy_targets import DeployRefusedError, Served, get_target, target_from_handle
-from operators.deploy_targets.model_package import model_tarball
-from operators.deploy_targets.sagemaker import SageMakerSpec, SageMakerTarget, endpoint_status
+from operators.deploy.targets import DeployRefusedError, Served, get_target, target_from_handle
+from operators.deploy.targets.model_package import model_tarball
+from operators.deploy.targets.sagemaker import SageMakerSpec, SageMakerTarget, endpoint_status
 from tests.cloud_standins import SageMakerStandIn
 from tests.helpers import FakeTaskInstance, breast_cancer_table, two_versions
 
@@ -134,7 +134,7 @@ def test_the_deploy_operator_rolls_back_a_version_that_fails_its_smoke_test(mode
 
     from airflow.sdk.exceptions import AirflowException
 
-    from operators.deploy_model import DeployModelOperator
+    from operators.deploy.deploy_model import DeployModelOperator
 
     target = get_target("sagemaker", "churn", "ml_endpoint_sm")
     target.deploy(models["v1"])
@@ -201,7 +201,7 @@ def test_a_retried_deploy_reuses_what_the_first_try_made_and_uploads_nothing_twi
 
 
 def test_a_model_error_from_the_container_is_an_endpoint_error_with_its_status(models, aws):
-    from operators.endpoint_client import EndpointError
+    from operators.deploy.endpoint_client import EndpointError
 
     target = get_target("sagemaker", "churn", "ml_endpoint_sm")
     target.deploy(models["v1"])

@@ -12,7 +12,7 @@ from airflow.sdk import Asset
 
 from ml import artifacts
 from ml.snapshots import read_snapshot
-from operators.sql_to_parquet import EmptyExtractError, SchemaMismatchError, SqlToParquetOperator
+from operators.extract.sql_to_parquet import EmptyExtractError, SchemaMismatchError, SqlToParquetOperator
 
 WINDOW_SQL = "SELECT * FROM events WHERE event_time >= '{{ data_interval_start.isoformat() }}' " \
              "AND event_time < '{{ data_interval_end.isoformat() }}' ORDER BY id"
@@ -232,7 +232,7 @@ def test_a_failure_while_writing_parquet_stops_the_read_and_is_raised(tmp_path):
 def test_an_unknown_extract_source_names_the_ones_there_are_and_no_time_to_extract_to_fails():
     from airflow.sdk.exceptions import AirflowException
 
-    from operators.sql_to_parquet import extract_operator, extraction_window
+    from operators.extract.sql_to_parquet import extract_operator, extraction_window
 
     with pytest.raises(ValueError, match=r"source must be one of .*got 'oracle' \(set ML_EXTRACT_FROM\)"):
         extract_operator("oracle", conn_id="x", task_id="extract")

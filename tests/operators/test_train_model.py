@@ -17,9 +17,9 @@ import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
 
 from ml import artifacts
-from operators.train_model import TrainModelOperator, training_operator
-from operators.train_pod import KubernetesTrainOperator, kubernetes_object
-from operators.trainer_command import trainer_command
+from operators.training.train_model import TrainModelOperator, training_operator
+from operators.training.train_pod import KubernetesTrainOperator, kubernetes_object
+from operators.training.trainer_command import trainer_command
 from tests.helpers import breast_cancer_table, write_snapshot
 
 CONFIG = {"estimator": "LogisticRegression", "target": "target", "params": {"max_iter": 500}}
@@ -244,7 +244,7 @@ def test_a_local_trainer_dies_with_the_task_process_that_started_it(tmp_path):
 
     pids = tmp_path / "pids"
     task = ("import os, subprocess, sys\n"
-            "from operators.train_model import _die_with_parent\n"
+            "from operators.training.train_model import _die_with_parent\n"
             "sleep = [sys.executable, '-c', 'import time; time.sleep(120)']\n"
             "tied = subprocess.Popen(sleep, preexec_fn=_die_with_parent)\n"
             "control = subprocess.Popen(sleep)\n"

@@ -11,8 +11,8 @@ import json
 import pytest
 
 from ml import artifacts
-from operators.deploy_targets import DeployRefusedError, Served, get_target, target_from_handle
-from operators.deploy_targets.vertex import VertexSpec, VertexTarget
+from operators.deploy.targets import DeployRefusedError, Served, get_target, target_from_handle
+from operators.deploy.targets.vertex import VertexSpec, VertexTarget
 from tests.cloud_standins import VertexStandIn
 from tests.helpers import FakeTaskInstance, breast_cancer_table, two_versions
 
@@ -117,7 +117,7 @@ def test_the_deploy_operator_rolls_back_a_canary_that_fails_its_smoke_test(model
 
     from airflow.sdk.exceptions import AirflowException
 
-    from operators.deploy_model import DeployModelOperator
+    from operators.deploy.deploy_model import DeployModelOperator
 
     get_target("vertex", "churn", "ml_endpoint_vertex").deploy(models["v1"])
     old_id = vertex.endpoint.deployed_models[0].id
@@ -153,7 +153,7 @@ def test_bad_settings_say_what_is_wrong(settings, message):
 
 
 def test_rows_the_model_refuses_are_an_endpoint_error_with_the_status(models, vertex):
-    from operators.endpoint_client import EndpointError
+    from operators.deploy.endpoint_client import EndpointError
 
     target = get_target("vertex", "churn", "ml_endpoint_vertex")
     target.deploy(models["v1"])

@@ -13,8 +13,8 @@ import pytest
 
 from ml import artifacts, train
 from ml.snapshots import read_snapshot
-from operators.redshift_to_parquet import RedshiftToParquetOperator, unload_statement
-from operators.sql_to_parquet import EmptyExtractError, SchemaMismatchError
+from operators.extract.redshift_to_parquet import RedshiftToParquetOperator, unload_statement
+from operators.extract.sql_to_parquet import EmptyExtractError, SchemaMismatchError
 from tests.cloud_standins import RedshiftStandIn
 from tests.helpers import breast_cancer_table
 
@@ -136,7 +136,7 @@ def bigquery(warehouse, gcs_fs, monkeypatch):
 
 
 def bigquery_extract(bucket, root="snapshots", **kwargs):
-    from operators.bigquery_to_parquet import BigQueryToParquetOperator
+    from operators.extract.bigquery_to_parquet import BigQueryToParquetOperator
 
     return BigQueryToParquetOperator(task_id="extract", sql=WINDOW_SQL, snapshot_root=f"gs://{bucket}/{root}",
                                      project_id="ml-project", scratch_dataset="ml_scratch", location="EU", **kwargs)
@@ -183,7 +183,7 @@ def test_a_failed_bigquery_job_fails_the_task_and_commits_nothing(bigquery, gcs_
 
 
 def test_an_unknown_source_names_the_ones_there_are():
-    from operators.sql_to_parquet import extract_operator
+    from operators.extract.sql_to_parquet import extract_operator
 
     with pytest.raises(ValueError, match="source must be one of \\('sql', 'redshift', 'bigquery'\\)"):
         extract_operator("snowflake", conn_id="x", task_id="extract", sql="SELECT 1", snapshot_root="s3://b/s")

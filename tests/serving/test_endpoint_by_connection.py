@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from operators.deploy_targets import DeployRefusedError, Served, get_target
-from operators.endpoint_client import invoke, ping
+from operators.deploy.targets import DeployRefusedError, Served, get_target
+from operators.deploy.endpoint_client import invoke, ping
 from tests.serving_helpers import REPO, ServerProcess
 
 TOKEN = "s3cret-admin-token"

@@ -12,7 +12,7 @@ export UV_COMPILE_BYTECODE := 1
 
 PORT ?= 8080
 
-.PHONY: venv lock demo demo-stop check-specs test load-test benchmarks clean airflow airflow-stop stack stack-stop container-tools
+.PHONY: venv lock demo demo-stop check-specs model-dags test load-test benchmarks clean airflow airflow-stop stack stack-stop container-tools
 
 venv: $(VENV)/.synced
 
@@ -59,9 +59,15 @@ test: venv container-tools
 	rm -f .coverage .coverage.*
 	$(VENV)/bin/python -m pytest tests --cov --cov-report=term-missing:skip-covered --durations=25
 
-# Every model spec in models/: each file's errors (file, field, what to give), exit 1 on any.
+# Every model spec in models/: each file's errors (file, field, what to give), and a spec without
+# its DAG file (or a DAG file without its spec); exit 1 on any.
 check-specs: venv
 	$(VENV)/bin/python -m operators.specs.model_spec models/
+	$(VENV)/bin/python -m operators.specs.dag_factory --check
+
+# The DAG file of each new spec: dags/models/<name>.py, three lines naming its spec.
+model-dags: venv
+	$(VENV)/bin/python -m operators.specs.dag_factory
 
 # The SLO report: Locust (tests/load/) against a real ml.serve; prints the valid rate and
 # p50/p95/p99 and exits 1 when tests/load/slo.toml's objective is not held.

@@ -51,9 +51,10 @@ class SlackAlert(BaseNotifier):
         self.log.info("Slack alert sent on %s", self.slack_conn_id)
 
 
-def task_failure_alert() -> SlackAlert:
-    """For ``default_args["on_failure_callback"]``: DAG, task, try, error and the log's URL."""
-    return SlackAlert(text=FAILURE_TEXT)
+def task_failure_alert(slack_conn_id: str | None = None) -> SlackAlert:
+    """For ``default_args["on_failure_callback"]``: DAG, task, try, error and the log's URL, on
+    ``slack_conn_id`` (a model spec's ``alerts.slack_conn_id``) or the deployment's."""
+    return SlackAlert(text=FAILURE_TEXT, slack_conn_id=slack_conn_id)
 
 
 def _metric_line(model: str, version: str | None, previous: str | None, mlflow_conn_id: str) -> str:

@@ -49,7 +49,8 @@ class DeployModelOperator(BaseOperator):
         templated, e.g. from a Param; empty: the target's own setting.
     """
 
-    template_fields: Sequence[str] = ("model_name", "version", "alias", "endpoint", "reason", "canary_percent")
+    template_fields: Sequence[str] = ("model_name", "version", "alias", "endpoint", "reason", "canary_percent",
+                                       "target", "target_conn_id")
     ui_color = "#ffd9d9"
     no_retry_reason = "a failed deploy is already rolled back; retrying would put the bad version back in traffic"
 
@@ -96,7 +97,7 @@ class DeployModelOperator(BaseOperator):
             except ValueError:
                 raise AirflowFailException(f"canary_percent must be a whole number, got {self.canary_percent!r}") from None
         try:
-            target = get_target(self.target, self.endpoint, self.target_conn_id, settings)
+            target = get_target(self.target or None, self.endpoint, self.target_conn_id, settings)
         except ValueError as exc:
             raise AirflowFailException(f"endpoint {self.endpoint}: {exc}") from None
         previous = target.current()

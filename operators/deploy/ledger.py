@@ -29,8 +29,15 @@ class RecordLedgerOperator(BaseOperator):
         record = context["ti"].xcom_pull(task_ids=self.deploy_task_id, key="ledger")
         if not record:
             raise AirflowSkipException(f"{self.deploy_task_id} recorded no deploy or rollback")
+        from airflow.sdk import AssetAlias
+
         for outlet in self.outlets:
-            context["outlet_events"][outlet].extra = record
+            if isinstance(outlet, AssetAlias):  # a DAG deploying to one of several endpoints
+                from operators.deploy.steps import endpoint_asset
+
+                context["outlet_events"][outlet].add(endpoint_asset(record["endpoint"]), extra=record)
+            else:
+                context["outlet_events"][outlet].extra = record
         self.log.info("Ledger: %s", record)
         from operators.alerts import SlackAlert, ledger_text
 

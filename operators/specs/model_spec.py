@@ -12,14 +12,16 @@ Light at parse time: PyYAML's C loader and jsonschema, both already imported by 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
-SPEC_FOLDER = REPO / "models"
-SCHEMA_PATH = SPEC_FOLDER / "model-spec.schema.json"
+# The deployment's specs: ML_MODEL_SPECS (e.g. a folder git-synced from the teams' repository), or models/.
+SPEC_FOLDER = Path(os.environ.get("ML_MODEL_SPECS") or REPO / "models")
+SCHEMA_PATH = REPO / "models" / "model-spec.schema.json"
 DEFAULTS = {"source": {"conn_id": "ml_source", "export": "sql"},
             "training": {"compute": "local", "resources": {"cpu": "1", "memory": "2Gi", "gpu": 0}, "timeout_hours": 4},
             "schedule": "0 3 * * *", "catchup": False, "retrain_on_new_snapshot": True,

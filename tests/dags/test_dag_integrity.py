@@ -122,7 +122,7 @@ def _modules_after(code: str) -> set[str]:
     return set(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-@pytest.mark.parametrize("dag_file", sorted(p.name for p in DAGS.glob("*.py")))
+@pytest.mark.parametrize("dag_file", sorted(str(p.relative_to(DAGS)) for p in DAGS.rglob("*.py")))
 def test_dag_file_imports_no_heavy_library(dag_file):
     baseline = _modules_after("import airflow.sdk")
     loaded = _modules_after(f"import runpy; runpy.run_path({str(DAGS / dag_file)!r})")

@@ -19,6 +19,17 @@ from operators.pipelines import settings
 
 
 @dataclass(frozen=True)
+class NextLevel:
+    """A service level after the first: its endpoint, and what moves a version up to it."""
+
+    name: str  # also the alias it moves
+    endpoint: str
+    target: str | None
+    conn_id: str
+    promotion: dict[str, Any]  # the spec's rules: evidence (min_requests, ...) or approval
+
+
+@dataclass(frozen=True)
 class TrainingSettings:
     """Everything that differs between two models' training pipelines."""
 
@@ -56,6 +67,9 @@ class TrainingSettings:
     tags: list[str] = field(default_factory=lambda: ["ml", "training"])
     doc_md: str | None = None
     fileloc: str | None = None  # the DAG file (its code view, its reparse); default: the caller's file
+    # after the first level's deploy, each next level in turn: evidence (or approval), alias, deploy
+    next_levels: list[NextLevel] = field(default_factory=list)
+    first_target: str | None = None  # the first level's target, for reading its /metrics
 
 
 def training_pipeline(s: TrainingSettings):
@@ -221,4 +235,42 @@ def training_pipeline(s: TrainingSettings):
         chain(extract, wait_for_snapshot, train, wait_for_model, register, evaluate, gate(evaluate.output),
               [promote, keep])
         chain(promote, deploy_or_not(), [deploy, skip_deploy])
+        _promotion_path(s, register.output["version"], deploy)
     return dag
+
+
+def _promotion_path(s: TrainingSettings, version, first_deploy) -> None:
+    """Each next level: wait for evidence from the level below (deferred) or a person's approval,
+    then move the level's alias and deploy its endpoint; its own ledger, its own rollback."""
+    from datetime import timedelta
+
+    from operators.deploy.promotion import AwaitEvidenceOperator
+    from operators.deploy.steps import deploy_steps
+    from operators.registry.promote_model import PromoteModelOperator, RestoreAliasesOperator
+
+    below, upstream = {"endpoint": s.endpoint, "target": s.first_target or s.deploy_target,
+                       "conn_id": s.endpoint_conn_id}, first_deploy
+    for level in s.next_levels:
+        here = {"endpoint": level.endpoint, "target": level.target, "conn_id": level.conn_id}
+        rules, window = level.promotion, float(level.promotion.get("window_minutes", 30))
+        if rules.get("approval"):
+            from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+            wait = ApprovalOperator(
+                task_id=f"approve_{level.name}", subject=f"Promote {s.model_name} to {level.name}?",
+                body=(f"Version {{{{ ti.xcom_pull(task_ids='register')['version'] }}}} of {s.model_name} serves on "
+                      f"{below['endpoint']}. Approve to move alias {level.name} to it and deploy {level.endpoint}."),
+                response_timeout=timedelta(minutes=window), retries=0)
+        else:
+            wait = AwaitEvidenceOperator(task_id=f"evidence_{level.name}", version=version, lower=below, higher=here,
+                                         rules=rules, window_minutes=window)
+        promote = PromoteModelOperator(task_id=f"promote_{level.name}", model_name="{{ params.model_name }}",
+                                       version=version, aliases=[level.name])
+        deploy, _, _ = deploy_steps(
+            model_name="{{ params.model_name }}", version=version, task_id=f"deploy_{level.name}",
+            suffix=f"_{level.name}", reason=f"promoted to {level.name} by run {{{{ run_id }}}}",
+            endpoint=level.endpoint, target=level.target, target_conn_id=level.conn_id)
+        restore = RestoreAliasesOperator(task_id=f"restore_aliases_{level.name}", model_name="{{ params.model_name }}",
+                                         promote_task_id=f"promote_{level.name}")
+        upstream >> wait >> promote >> deploy >> restore
+        below, upstream = here, deploy

@@ -64,7 +64,7 @@ def model_dags(name: str, folder: Path = SPEC_FOLDER, fileloc: str | None = None
     spec is broken."""
     from operators.pipelines.deploy import DeploySettings, Endpoint, deploy_dag
     from operators.pipelines.scoring import ScoringSettings, scoring_dag
-    from operators.pipelines.training import TrainingSettings, training_pipeline
+    from operators.pipelines.training import NextLevel, TrainingSettings, training_pipeline
 
     spec = spec_for(name, folder)
     fileloc = fileloc or sys._getframe(1).f_code.co_filename
@@ -83,7 +83,10 @@ def model_dags(name: str, folder: Path = SPEC_FOLDER, fileloc: str | None = None
         target=model["target"], features=model.get("features"), exclude=model.get("exclude", []),
         test_fraction=model.get("test_fraction", 0.2), seed=model.get("seed", 42),
         metric=raw["gate"]["metric"], direction=raw["gate"]["direction"], margin=raw["gate"]["margin"],
-        source_table=None, description=f"{name}: train, register, gate, and deploy to {first.name}",
+        source_table=None, first_target=first.target,
+        next_levels=[NextLevel(l.name, l.endpoint, l.target, l.conn_id, l.promotion) for l in spec.levels[1:]],
+        description=f"{name}: train, register, gate, deploy to {first.name}"
+                    + "".join(f", promote to {l.name}" for l in spec.levels[1:]),
         doc_md=doc, fileloc=fileloc, **_labels(spec, "training")))]
     dags.append(deploy_dag(DeploySettings(
         dag_id=ids["deploy"], model_name=name, fileloc=fileloc,

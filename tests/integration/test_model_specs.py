@@ -2,17 +2,22 @@
 triggerer; PostgreSQL for the metadata, the source and the registry).
 
 In file order: both models' training DAGs triggered at once through the REST API, each training
-on its own table, registering its own versions and deploying to its own first-level endpoint ->
-a spec added while the scheduler runs appears as DAGs; a broken spec shows as its own import
-error -> with that spec still broken, the other model deploys a version to its second level, a
-newer one, and rolls that endpoint back from its ledger, while every other endpoint keeps serving
-what it served.
+on its own table, registering its own versions, deploying to its own first-level endpoint and,
+once that endpoint has served enough requests well (its /metrics, read by the triggerer), being
+promoted to its production endpoint -> a spec added while the scheduler runs appears as DAGs; a
+broken spec shows as its own import error -> with that spec still broken, a version that errors
+on the first level is not promoted while production serves every request -> that endpoint rolls
+back from its own ledger, every other endpoint serving what it served.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
+import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import psycopg2
@@ -33,7 +38,8 @@ gate: {{metric: accuracy}}
 schedule: null
 levels:
   - {{name: development, endpoint: {dev}, target: local}}
-  - {{name: production, endpoint: {prod}, target: local, promotion: {{min_requests: 10}}}}
+  - {{name: production, endpoint: {prod}, target: local,
+     promotion: {{min_requests: 20, max_error_rate_increase: 0.05, max_p99_increase: 20, window_minutes: 4}}}}
 """
 MODELS = {
     TAB: {"owner": "team-tab", "table": "demo_training_rows", "model": "{class: sklearn, estimator: LogisticRegression, "
@@ -86,6 +92,47 @@ def served(airflow, endpoint: str) -> dict:
     return ping(LocalServerTarget(endpoint, state_dir=str(airflow["demo"] / "endpoints" / endpoint)).url) or {}
 
 
+class Traffic:
+    """Clients of one endpoint, from a thread: the rows its /ping's features ask for, counted."""
+
+    def __init__(self, url: str, features: list[str]):
+        self.url, self.ok, self.failed, self._stop = url, 0, 0, threading.Event()
+        row = ["a post about the weather" if name == "text" else 1.0 for name in features]
+        self.body = json.dumps({"instances": [row, row]}).encode()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            req = urllib.request.Request(self.url + "/invocations", data=self.body,
+                                         headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=10):
+                    self.ok += 1
+            except (urllib.error.URLError, OSError):
+                self.failed += 1
+            time.sleep(0.05)
+
+    def stop(self) -> Traffic:
+        self._stop.set()
+        self.thread.join()
+        return self
+
+
+def url_of(airflow, endpoint: str) -> str:
+    from operators.deploy.targets.local import LocalServerTarget
+
+    return LocalServerTarget(endpoint, state_dir=str(airflow["demo"] / "endpoints" / endpoint)).url
+
+
+def until(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, what
+        time.sleep(0.5)
+    return value
+
+
 def run_ok(af, dag_id: str, conf: dict, timeout: float = 420) -> str:
     run_id = af.trigger(dag_id, conf, logical_date=None)
     return wait_ok(af, dag_id, run_id, timeout)
@@ -121,18 +168,28 @@ def test_two_models_triggered_at_once_each_train_on_their_own_table_and_deploy_t
     for dag_id in (f"{TAB}__train", f"{TEXT}__train", f"{TAB}__deploy", f"{TEXT}__deploy"):
         af.api("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
     runs = {name: af.trigger(f"{name}__train", {}, logical_date=None) for name in (TAB, TEXT)}  # at once
+    traffic = {}
+    for name in (TAB, TEXT):  # each first level serves, then its clients' requests are the evidence
+        dev = ENDPOINTS[name][0]
+        answer = until(lambda: served(airflow, dev), 420, f"{dev} never served")
+        traffic[name] = Traffic(url_of(airflow, dev), answer["features"])
     for name, run_id in runs.items():
         wait_ok(af, f"{name}__train", run_id)
     for name in (TAB, TEXT):
+        assert traffic[name].stop().failed == 0
         (version,) = registry.search_model_versions(f"name = '{name}'")
         assert version.tags["lineage.dag_id"] == f"{name}__train" and version.tags["lineage.run_id"] == runs[name]
-        assert registry.get_model_version_by_alias(name, "development").version == version.version
-        dev, prod = ENDPOINTS[name]
-        answer = served(airflow, dev)
-        assert answer["model_version"] == str(version.version) and answer["source"] == version.source, answer
-        assert f"/models/{name}/" in answer["source"]  # the artifact of its own pipeline
-        assert served(airflow, prod) == {}  # promotion to the next level is not this run's
-        assert [e["version"] for e in ledger(af, dev)] == [str(version.version)]
+        for level in ("development", "production"):
+            assert registry.get_model_version_by_alias(name, level).version == version.version
+        for endpoint in ENDPOINTS[name]:
+            answer = served(airflow, endpoint)
+            assert answer["model_version"] == str(version.version) and answer["source"] == version.source, answer
+            assert f"/models/{name}/" in answer["source"]  # the artifact of its own pipeline
+            assert [e["version"] for e in ledger(af, endpoint)] == [str(version.version)]
+        tis = af.task_instances(f"{name}__train", runs[name])
+        assert tis["evidence_production"]["state"] == "success"
+        log = af.task_log(f"{name}__train", runs[name], "evidence_production", tis["evidence_production"]["try_number"])
+        assert "within the tolerances" in log
     # each trained on its own table: the text model's features are its text, the tabular model's numbers
     assert served(airflow, ENDPOINTS[TEXT][0])["features"] == ["text"]
     assert "text" not in served(airflow, ENDPOINTS[TAB][0])["features"]
@@ -163,21 +220,38 @@ def test_a_new_spec_appears_as_dags_and_a_broken_one_is_its_own_import_error(air
     assert not dag["has_import_errors"] and not dag["is_stale"]
 
 
-def test_one_model_deploys_to_its_next_level_and_rolls_it_back_leaving_every_other_endpoint_alone(airflow):
+def test_a_version_that_errors_on_the_first_level_is_not_promoted_and_production_serves_throughout(airflow):
     af, registry = airflow["af"], airflow["registry"]
     dev, prod = ENDPOINTS[TAB]
-    others = {e: served(airflow, e) for e in (dev, ENDPOINTS[TEXT][0])}
-    run_ok(af, f"{TAB}__deploy", {"version": "1", "endpoint": prod})
+    features = served(airflow, dev)["features"]
+    production = Traffic(url_of(airflow, prod), features)
+    # Trained without one feature, the new version refuses the rows its clients send. The gate is
+    # told to prefer it (direction minimize): what is tested is the next level's evidence.
+    run_id = af.trigger(f"{TAB}__train", {"exclude_columns": ["event_time", features[0]], "direction": "minimize"},
+                        logical_date=None)
+    until(lambda: served(airflow, dev).get("model_version") == "2", 420, "version 2 never reached development")
+    clients = Traffic(url_of(airflow, dev), features)
+    assert af.wait_for_run(f"{TAB}__train", run_id, timeout=420) == "failed"
+    clients.stop(), production.stop()
+    tis = af.task_instances(f"{TAB}__train", run_id)
+    assert tis["evidence_production"]["state"] == "failed"
+    assert {tis[t]["state"] for t in ("promote_production", "deploy_production")} == {"upstream_failed"}
+    log = af.task_log(f"{TAB}__train", run_id, "evidence_production", tis["evidence_production"]["try_number"])
+    assert "not promoted to sp-tab-prod (evidence against it)" in log and "error rate above" in log
+    assert clients.failed > 0 and production.failed == 0 and production.ok > 0
+    assert str(registry.get_model_version_by_alias(TAB, "production").version) == "1"
     assert served(airflow, prod)["model_version"] == "1"
-    # a second version, trained with another seed, deployed by hand to the production level
-    wait_ok(af, f"{TAB}__train", af.trigger(f"{TAB}__train", {"seed": 7, "deploy": False}, logical_date=None))
-    assert sorted(str(v.version) for v in registry.search_model_versions(f"name = '{TAB}'")) == ["1", "2"]
-    run_ok(af, f"{TAB}__deploy", {"version": "2", "endpoint": prod})
-    assert served(airflow, prod)["model_version"] == "2"
-    run_ok(af, f"{TAB}__deploy", {"action": "rollback", "endpoint": prod})
-    assert served(airflow, prod)["model_version"] == "1"
-    assert [(e["version"], e["reason"]) for e in ledger(af, prod)][-1] == ("1", "rollback (from the ledger)")
-    for endpoint, before in others.items():  # the first level, and the other model (its spec broken meanwhile)
+
+
+def test_one_endpoint_rolls_back_from_its_own_ledger_leaving_every_other_endpoint_alone(airflow):
+    af = airflow["af"]
+    dev = ENDPOINTS[TAB][0]
+    others = {e: served(airflow, e) for e in (ENDPOINTS[TAB][1], *ENDPOINTS[TEXT])}
+    assert [e["version"] for e in ledger(af, dev)] == ["1", "2"]
+    run_ok(af, f"{TAB}__deploy", {"action": "rollback", "endpoint": dev})
+    assert served(airflow, dev)["model_version"] == "1"
+    assert [(e["version"], e["reason"]) for e in ledger(af, dev)][-1] == ("1", "rollback (from the ledger)")
+    for endpoint, before in others.items():  # production, and the other model (its spec broken meanwhile)
         now = served(airflow, endpoint)
         assert (now["source"], now["model_version"]) == (before["source"], before["model_version"]), endpoint
         assert len(ledger(af, endpoint)) == 1

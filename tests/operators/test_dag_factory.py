@@ -154,3 +154,33 @@ print(json.dumps({{"dags": sorted(bag.dags), "errors": bag.import_errors}}))
         last = error.strip().splitlines()[-1]
         assert last.startswith("operators.specs.model_spec.SpecError: ") or last.startswith("SpecError: "), last
         assert f"{Path(file).stem}.yaml: {where}: " in last and says in last, last
+
+
+def test_each_next_level_waits_for_evidence_then_moves_its_alias_and_deploys_its_endpoint(demo_dags):
+    dag = demo_dags["demo_classifier__train"]
+    evidence = dag.get_task("evidence_production")
+    assert dag.get_task("deploy").downstream_task_ids >= {"evidence_production"}
+    assert evidence.downstream_task_ids == {"promote_production"}
+    assert evidence.lower["endpoint"] == "demo-local" and evidence.higher["endpoint"] == "demo-production"
+    assert evidence.rules["min_requests"] == 200 and evidence.window_minutes == 30
+    assert dag.get_task("promote_production").aliases == ["production"]
+    deploy = dag.get_task("deploy_production")
+    assert (deploy.endpoint, deploy.target_conn_id) == ("demo-production", "ml_endpoint_demo_production")
+    assert deploy.downstream_task_ids == {"record_ledger_production", "fail_if_deploy_failed_production",
+                                          "restore_aliases_production"}
+    assert dag.get_task("record_ledger_production").outlets[0].name == "endpoint.demo-production"
+    assert dag.get_task("restore_aliases_production").promote_task_id == "promote_production"
+
+
+def test_a_level_may_ask_a_person_instead(tmp_path):
+    from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+    shutil.copytree(REPO / "models" / "sql", tmp_path / "sql")
+    text = (REPO / "models" / "demo_moderation.yaml").read_text()
+    text = text[:text.index("    promotion:")] + "    promotion: {approval: true, window_minutes: 60}\n"
+    (tmp_path / "demo_moderation.yaml").write_text(text)
+    dag = model_dags("demo_moderation", folder=tmp_path)["demo_moderation__train"]
+    approve = dag.get_task("approve_production")
+    assert isinstance(approve, ApprovalOperator) and approve.response_timeout.total_seconds() == 3600
+    assert approve.downstream_task_ids == {"promote_production"}
+    assert "evidence_production" not in dag.task_ids

@@ -84,6 +84,11 @@ def _stop_pid(pid: int, timeout: float = 30) -> None:
         return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        try:  # a child of this process stays a zombie until waited for: reap it, or this waits the whole timeout
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return
+        except ChildProcessError:  # not our child, or reaped already
+            pass
         try:
             os.kill(pid, 0)
         except ProcessLookupError:

@@ -262,6 +262,13 @@ class LocalAirflow(AirflowRest):
 
 
 def _group_alive(pgid: int) -> bool:
+    """Whether any process of the group lives. The group's leader, when this process started it,
+    is reaped first: an exited child stays a zombie, still in its group, until its parent waits
+    for it (so every stop used to wait out its whole timeout, 30 s, then SIGKILL nothing)."""
+    try:
+        os.waitpid(pgid, os.WNOHANG)
+    except ChildProcessError:  # not our child (started by `make airflow` in another process), or reaped
+        pass
     try:
         os.killpg(pgid, 0)
         return True

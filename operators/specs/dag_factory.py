@@ -67,6 +67,13 @@ def model_dags(name: str, folder: Path = SPEC_FOLDER, fileloc: str | None = None
     from operators.pipelines.training import NextLevel, TrainingSettings, training_pipeline
 
     spec = spec_for(name, folder)
+    for i, level in enumerate(spec.levels):
+        unbuilt = sorted({"feedback_table", "accuracy_floor"} & set(level.promotion))
+        if unbuilt:
+            raise SpecError(spec.path, f"levels[{i}].promotion.{unbuilt[0]}",
+                            "promotion on labelled feedback is not built yet (it comes with the monitoring of "
+                            "versions in production); remove it, and promote on the endpoint's evidence "
+                            "(min_requests, max_error_rate_increase, max_p99_increase) or approval: true")
     fileloc = fileloc or sys._getframe(1).f_code.co_filename
     raw, model, first, ids = spec.raw, spec.raw["model"], spec.levels[0], dag_ids(name)
     searchpath = [str(spec.path.parent)]

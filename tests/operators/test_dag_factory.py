@@ -184,3 +184,13 @@ def test_a_level_may_ask_a_person_instead(tmp_path):
     assert isinstance(approve, ApprovalOperator) and approve.response_timeout.total_seconds() == 3600
     assert approve.downstream_task_ids == {"promote_production"}
     assert "evidence_production" not in dag.task_ids
+
+
+def test_promotion_on_labelled_feedback_is_refused_until_it_is_built(tmp_path):
+    shutil.copytree(REPO / "models" / "sql", tmp_path / "sql")
+    text = (REPO / "models" / "demo_moderation.yaml").read_text()
+    (tmp_path / "demo_moderation.yaml").write_text(text.replace("      window_minutes: 30",
+                                                                "      window_minutes: 30\n      feedback_table: fb"))
+    with pytest.raises(SpecError, match=r"levels\[1\]\.promotion\.feedback_table: promotion on labelled feedback is "
+                                        r"not built yet"):
+        model_dags("demo_moderation", folder=tmp_path)

@@ -6,8 +6,7 @@ which serves the version the candidate would replace, are sampled; the differenc
 is what each served in the window: prediction requests, error answers (4xx and 5xx: a version
 whose schema changed refuses the same clients' rows; the comparison with the incumbent, under
 the same clients, keeps a client's own mistakes out of it), and the latency histogram
-that gives a p99 (the upper bound of the bucket holding the 99th percentile, as Prometheus'
-``histogram_quantile`` reads it without interpolation).
+that gives a p99 (as Prometheus' ``histogram_quantile`` reads it: linear within its bucket).
 
 The verdict, given the level's ``promotion`` rules:
 - ``refuse`` as soon as the candidate has served ``min_requests`` with an error rate above the
@@ -51,14 +50,19 @@ class Sample:
 
     @property
     def p99(self) -> float | None:
+        """The 99th percentile as Prometheus' ``histogram_quantile`` reads it: linear within the
+        bucket that holds it; in the +Inf bucket, the highest finite bound."""
         total = self.buckets[-1][1] if self.buckets else 0.0
         if not total:
             return None
-        rank = 0.99 * total
+        rank, lower, below = 0.99 * total, 0.0, 0.0
         for le, count in self.buckets:
             if count >= rank:
-                return le
-        return math.inf
+                if math.isinf(le):
+                    return lower
+                return lower + (le - lower) * ((rank - below) / (count - below) if count > below else 1.0)
+            lower, below = le, count
+        return lower
 
     def as_dict(self) -> dict:
         # bounds as text: the triggerer's table holds strict JSON, without Infinity

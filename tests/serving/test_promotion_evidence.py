@@ -27,7 +27,7 @@ RULES = Rules(min_requests=100, max_error_rate_increase=0.01, max_p99_increase=0
     (sample(200, 1, {0.01: 200}), sample(500, 0, {0.01: 500}), "promote", "within the tolerances"),
     (sample(200, 3, {0.01: 200}), sample(500, 0, {0.01: 500}), "refuse", "error rate above 0.0100"),
     (sample(200, 6, {0.01: 200}), sample(500, 10, {0.01: 500}), "promote", "within"),  # 0.03 <= 0.02 + 0.01
-    (sample(200, 0, {0.01: 150, 0.05: 200}), sample(500, 0, {0.01: 500}), "refuse", "p99 above 12.5 ms"),
+    (sample(200, 0, {0.01: 150, 0.05: 200}), sample(500, 0, {0.01: 500}), "refuse", "p99 above 12.4 ms"),
     (sample(200, 0, {0.01: 199, 0.0125: 200}), sample(500, 0, {0.01: 500}), "promote", "within"),
     (sample(200, 2, {0.05: 200}), None, "promote", "no incumbent traffic"),  # p99 not compared, errors <= 0.01
     (sample(200, 3, {0.05: 200}), sample(0, 0, {}), "refuse", "no incumbent traffic"),
@@ -36,6 +36,12 @@ def test_the_verdict_compares_the_candidate_with_the_incumbent_over_the_same_win
                                                                                       says):
     got, why = verdict(candidate, incumbent, RULES)
     assert got == decision and says in why, why
+
+
+def test_p99_is_read_like_prometheus_histogram_quantile():
+    assert sample(200, 0, {0.01: 100, 0.02: 200}).p99 == pytest.approx(0.0198)  # 0.01 + 0.01 * 98/100
+    assert sample(200, 0, {0.01: 150}).p99 == 0.01  # in the +Inf bucket: the highest finite bound
+    assert sample(0, 0, {}).p99 is None
 
 
 def test_a_window_is_the_difference_of_two_samples_and_a_restart_starts_it_over():

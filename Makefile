@@ -86,7 +86,7 @@ benchmarks: venv
 
 # `make demo` leaves its model servers running (that is the point); this stops them.
 demo-stop:
-	@for e in demo-local demo-text; do [ ! -f .demo/endpoints/$$e/state.json ] || $(VENV)/bin/python -c "from operators.deploy.targets.local import LocalServerTarget as T; T('$$e', state_dir='.demo/endpoints/$$e').stop()"; done
+	@for e in demo-local demo-production demo-text demo-text-production; do [ ! -f .demo/endpoints/$$e/state.json ] || $(VENV)/bin/python -c "from operators.deploy.targets.local import LocalServerTarget as T; T('$$e', state_dir='.demo/endpoints/$$e').stop()"; done
 
 clean: airflow-stop demo-stop
 	rm -rf .demo .pytest_cache

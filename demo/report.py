@@ -15,6 +15,8 @@ def main() -> int:
     parser.add_argument("--tracking-uri", required=True)
     parser.add_argument("--endpoint-state", help="the local endpoint's state.json: show the URL and a prediction")
     parser.add_argument("--own-text", help="a text model: the curl to paste sends this text (put your own in)")
+    parser.add_argument("--levels", nargs="*", default=[], metavar="LEVEL=STATE_DIR",
+                        help="the model's levels and their local endpoints: say which version each serves")
     args = parser.parse_args()
 
     from mlflow.tracking import MlflowClient
@@ -46,9 +48,26 @@ def main() -> int:
         "source": version.source,
         "run_id": version.tags.get("lineage.run_id"),
     }, indent=2))
+    if args.levels:
+        report_levels(args.levels)
     if args.endpoint_state:
         return report_endpoint(args.endpoint_state, newest, client, args.model_name, args.own_text)
     return 0
+
+
+def report_levels(levels: list[str]) -> None:
+    """One line per service level: its endpoint and the version it serves."""
+    from pathlib import Path
+
+    from operators.deploy.endpoint_client import ping
+    from operators.deploy.targets.local import LocalServerTarget
+
+    for level in levels:
+        name, _, state_dir = level.partition("=")
+        answer = ping(LocalServerTarget(Path(state_dir).name, state_dir=state_dir).url) if Path(state_dir).exists() \
+            else None
+        print(f"level {name}: endpoint {Path(state_dir).name} "
+              f"{'serves version ' + str(answer['model_version']) if answer else 'serves nothing'}")
 
 
 def report_endpoint(state_path: str, manifest, client, model_name: str, own_text: str | None = None) -> int:

@@ -1,5 +1,6 @@
 """`make demo`'s script, run twice: each run registers exactly one new version of the tabular
-model and of the text moderation model, and serves both."""
+model and of the text moderation model (their specs in models/), and serves both on their
+development and production endpoints, production reached on the evidence of the demo's clients."""
 
 from __future__ import annotations
 
@@ -16,12 +17,13 @@ def run_demo(demo_dir: Path) -> dict:
                           env={**os.environ, "ML_DEMO_DIR": str(demo_dir)}, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = proc.stdout[proc.stdout.index("==> the registered model version"):
-                         proc.stdout.index("==> seeding the moderation posts")]
+                         proc.stdout.index("==> airflow dags test demo_moderation__train")]
     summary = json.loads(report[report.index("{"): report.index("\n}") + 2])
     summary["endpoint_report"] = report[report.index("\n}") + 2:]
     text = proc.stdout[proc.stdout.index("==> the text moderation model"):]
     summary["text"] = json.loads(text[text.index("{"): text.index("\n}") + 2])
     summary["text"]["endpoint_report"] = text[text.index("\n}") + 2:]
+    summary["evidence"] = proc.stdout.count("Evidence holds: ")
     return summary
 
 
@@ -31,13 +33,18 @@ def test_demo_twice_registers_exactly_one_more_version_and_serves_it(tmp_path):
     finally:
         from operators.deploy.targets.local import LocalServerTarget
 
-        for endpoint in ("demo-local", "demo-text"):
+        for endpoint in ("demo-local", "demo-production", "demo-text", "demo-text-production"):
             LocalServerTarget(endpoint, state_dir=str(tmp_path / "endpoints" / endpoint)).stop()
 
 
 def _demo_twice(tmp_path):
     first = run_demo(tmp_path)
     assert first["version"] == 1 and first["versions_in_registry"] == 1
+    assert first["evidence"] == 2  # both models promoted to production on their clients' requests
+    for summary in (first, first["text"]):
+        assert "level development: endpoint demo-" in summary["endpoint_report"]
+        assert "level production: endpoint demo-" in summary["endpoint_report"]
+        assert summary["endpoint_report"].count("serves version 1") >= 3  # both levels, and the curl's endpoint
     assert set(first["metrics"]) == {"accuracy", "f1", "roc_auc"} and first["metrics"]["accuracy"] > 0.9
     second = run_demo(tmp_path)
     assert second["version"] == 2 and second["versions_in_registry"] == 2
@@ -52,7 +59,7 @@ def _demo_twice(tmp_path):
     for summary, version in ((first, 1), (second, 2)):  # the text moderation model, on its own endpoint
         text = summary["text"]
         assert text["registered_model"] == "demo_moderation" and text["model"] == "text"
-        assert text["version"] == version and text["metrics"]["accuracy"] > 0.85
+        assert text["version"] == version and text["metrics"]["accuracy"] > 0.85 and text["n_train"] > 1000
         report = text["endpoint_report"]
         assert """-d '{"instances": [{"text": "type your own post here"}]}'""" in report
         prediction = json.loads(report[report.index('{"predictions"'):].splitlines()[0])
@@ -62,7 +69,8 @@ def _demo_twice(tmp_path):
     # in a traceback (it used to call the stopped endpoint when the gate kept production).
     from operators.deploy.targets.local import LocalServerTarget
 
-    LocalServerTarget("demo-local", state_dir=str(tmp_path / "endpoints" / "demo-local")).stop()
+    for endpoint in ("demo-local", "demo-production"):
+        LocalServerTarget(endpoint, state_dir=str(tmp_path / "endpoints" / endpoint)).stop()
     third = run_demo(tmp_path)
     report = third["endpoint_report"]
     assert "Traceback" not in report and third["versions_in_registry"] == 3

@@ -3,7 +3,8 @@
     GET  /                                  models (versions, aliases, metrics, lineage, chart) and endpoints
     GET  /runs/{dag_id}/{run_id}            the DAG-run tab: the version a run registered and its deploys
     GET  /versions/{model}/{v}/evaluation.svg   a version's evaluation picture (verified artifact)
-    POST /endpoints/{endpoint}/rollback     triggers ml_deploy (action rollback) through the REST API as the user
+    POST /endpoints/{endpoint}/rollback     triggers the endpoint's deploy DAG (action rollback) through the REST API as the user
+    POST /endpoints/{endpoint}/deploy       the same with a version: deploy any registered version there
     GET  /api/summary                       the same facts as JSON
 """
 
@@ -17,7 +18,7 @@ from fastapi import Depends, FastAPI, Form, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
 from ml_models_ui import data, render
-from ml_models_ui.auth import DEPLOY_DAG, _allowed, deployer, reader, user_token
+from ml_models_ui.auth import _allowed, deployer, may_deploy, reader, user_token
 
 log = logging.getLogger(__name__)
 PREFIX = "/ml-models"
@@ -33,15 +34,21 @@ def create_app() -> FastAPI:
     @app.get("/", response_class=HTMLResponse)
     def index(request: Request, user=Depends(reader)) -> str:
         registered, problem = data.registry_models()
-        can_roll_back = _allowed(user, "POST", DEPLOY_DAG)
+        versions = {m.name: [v.version for v in m.versions] for m in registered}
         note = ""
-        if run_id := request.query_params.get("rollback_run"):
-            note = (f"<p class='note'>Rollback asked: {render.run_link(DEPLOY_DAG, run_id)} "
-                    f"(<span class='rollback-run'>{escape(run_id)}</span>)</p>")
+        for kind in ("rollback", "deploy"):
+            if run_id := request.query_params.get(f"{kind}_run"):
+                dag_id = request.query_params.get("dag", "ml_deploy")
+                note = (f"<p class='note'>{kind.capitalize()} asked: {render.run_link(dag_id, run_id)} "
+                        f"(<span class='{kind}-run'>{escape(run_id)}</span>)</p>")
         models = (render.problem(problem) if problem else
                   "".join(render.model_section(m, PREFIX) for m in registered) or "<p>No registered model yet.</p>")
-        endpoints = "".join(render.endpoint_section(e, PREFIX, can_roll_back) for e in data.endpoints()) \
-            or "<p>No endpoint has a deploy yet.</p>"
+        sections = []
+        for e in data.endpoints():
+            dag_id = data.deploy_dag_of(e.name)
+            sections.append(render.endpoint_section(e, PREFIX, _allowed(user, "POST", dag_id), dag_id,
+                                                    versions.get(str((e.serving or {}).get("model")), [])))
+        endpoints = "".join(sections) or "<p>No endpoint has a deploy yet.</p>"
         return render.page("Models & endpoints", f"{note}<h2>Endpoints</h2>{endpoints}<h2>Registered models</h2>{models}")
 
     @app.get("/runs/{dag_id}/{run_id}", response_class=HTMLResponse)
@@ -86,27 +93,41 @@ def create_app() -> FastAPI:
                                      f"{data.redacted(str(exc))[:300]})") from None
         return Response(svg, media_type="image/svg+xml", headers={"Content-Security-Policy": "script-src 'none'"})
 
-    @app.post("/endpoints/{endpoint}/rollback")
-    async def rollback(endpoint: str, request: Request, model: str = Form(...), user=Depends(deployer)) -> Response:
-        """One ml_deploy run with action rollback, created through the REST API with the user's token,
+    async def trigger(request: Request, user, endpoint: str, conf: dict, kind: str) -> Response:
+        """One run of the endpoint's deploy DAG, created through the REST API with the user's token,
         so Airflow records who asked and applies its own checks again."""
         import httpx
 
-        from airflow.configuration import conf
+        from airflow.configuration import conf as airflow_conf
 
-        base = conf.get("api", "base_url", fallback=str(request.base_url)).rstrip("/")
-        body = {"logical_date": None, "conf": {"model": model, "endpoint": endpoint, "action": "rollback"},
-                "note": f"rollback asked from the models page by {user.get_name()}"}
+        dag_id = data.deploy_dag_of(endpoint)
+        may_deploy(user, dag_id, "roll back" if kind == "rollback" else "deploy")
+        base = airflow_conf.get("api", "base_url", fallback=str(request.base_url)).rstrip("/")
+        body = {"logical_date": None, "conf": {**conf, "endpoint": endpoint},
+                "note": f"{kind} asked from the models page by {user.get_name()}"}
         async with httpx.AsyncClient(timeout=30) as http:
-            answer = await http.post(f"{base}/api/v2/dags/{DEPLOY_DAG}/dagRuns", json=body,
+            answer = await http.post(f"{base}/api/v2/dags/{dag_id}/dagRuns", json=body,
                                      headers={"Authorization": f"Bearer {user_token(request)}"})
         if answer.status_code >= 300:
-            raise HTTPException(answer.status_code, f"Airflow refused the {DEPLOY_DAG} run: {answer.text[:500]}")
+            raise HTTPException(answer.status_code, f"Airflow refused the {dag_id} run: {answer.text[:500]}")
         run_id = answer.json()["dag_run_id"]
-        log.info("rollback of %s (%s) asked by %s: %s run %s", endpoint, model, user.get_name(), DEPLOY_DAG, run_id)
+        log.info("%s of %s (%s) asked by %s: %s run %s", kind, endpoint, conf, user.get_name(), dag_id, run_id)
         if "text/html" in request.headers.get("accept", ""):
-            return RedirectResponse(f"{PREFIX}/?rollback_run={quote(run_id, safe='')}", status_code=303)
-        return JSONResponse({"dag_id": DEPLOY_DAG, "dag_run_id": run_id})
+            return RedirectResponse(f"{PREFIX}/?{kind}_run={quote(run_id, safe='')}&dag={quote(dag_id, safe='')}",
+                                    status_code=303)
+        return JSONResponse({"dag_id": dag_id, "dag_run_id": run_id})
+
+    @app.post("/endpoints/{endpoint}/rollback")
+    async def rollback(endpoint: str, request: Request, model: str = Form(...), user=Depends(deployer)) -> Response:
+        return await trigger(request, user, endpoint, {"model": model, "action": "rollback"}, "rollback")
+
+    @app.post("/endpoints/{endpoint}/deploy")
+    async def deploy(endpoint: str, request: Request, model: str = Form(...), version: str = Form(...),
+                     user=Depends(deployer)) -> Response:
+        """Any registered version of the model, to this endpoint (the deploy DAG's smoke test and
+        automatic rollback apply as for every deploy)."""
+        return await trigger(request, user, endpoint, {"model": model, "version": version, "action": "deploy"},
+                             "deploy")
 
     @app.get("/api/summary")
     def summary(user=Depends(reader)) -> dict:
@@ -117,7 +138,8 @@ def create_app() -> FastAPI:
                         "versions": [{"version": v.version, "aliases": v.aliases, "metrics": v.metrics,
                                       "snapshot_digest": v.snapshot_digest, "trained_by": v.trained_by,
                                       "source": v.source} for v in m.versions]} for m in registered],
-            "endpoints": [{"name": e.name, "serving": e.serving, "ledger": e.ledger} for e in data.endpoints()],
+            "endpoints": [{"name": e.name, "deploy_dag": data.deploy_dag_of(e.name), "serving": e.serving,
+                           "ledger": e.ledger} for e in data.endpoints()],
         }
 
     return app

@@ -2,7 +2,8 @@
 
 The user comes from the same JWT the UI holds (the ``_token`` cookie, or a Bearer header), via
 Airflow's own ``get_user``; permissions from the configured auth manager. Reading the page
-needs read access to both ML DAGs; a rollback needs permission to create ``ml_deploy`` runs.
+needs read access to both ML DAGs; a deploy or rollback on an endpoint needs permission to create
+runs of the DAG that deploys there (``<model>__deploy`` for a model spec's endpoint, else ``ml_deploy``).
 """
 
 from __future__ import annotations
@@ -32,14 +33,18 @@ def reader(user: GetUserDep):
 
 
 def deployer(request: Request, user=Depends(reader)):
-    """May trigger ml_deploy; the form must come from this site (the cookie alone is not consent)."""
+    """The form comes from this site (the cookie alone is not consent); the DAG's permission is
+    checked by ``may_deploy`` once the endpoint's DAG is known."""
     origin = request.headers.get("origin")
     if origin and origin.rstrip("/") != f"{request.url.scheme}://{request.url.netloc}":
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"cross-site request from {origin} refused")
-    if not _allowed(user, "POST", DEPLOY_DAG):
-        raise HTTPException(status.HTTP_403_FORBIDDEN,
-                            f"user {user.get_name()!r} may not trigger {DEPLOY_DAG}, so may not roll back")
     return user
+
+
+def may_deploy(user, dag_id: str, what: str) -> None:
+    if not _allowed(user, "POST", dag_id):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"user {user.get_name()!r} may not trigger {dag_id}, "
+                                                       f"so may not {what}")
 
 
 def user_token(request: Request) -> str:

@@ -116,7 +116,10 @@ def problem(text: str) -> str:
     return f"<p class='problem' role='alert'>{escape(text)}</p>"
 
 
-def endpoint_section(endpoint: Endpoint, prefix: str, can_roll_back: bool) -> str:
+def endpoint_section(endpoint: Endpoint, prefix: str, can_deploy: bool, deploy_dag: str = "ml_deploy",
+                     versions: list[str] | None = None) -> str:
+    """One endpoint: what it serves since when, its ledger, and (for a user who may trigger
+    ``deploy_dag``) a rollback and a deploy of any registered version of its model."""
     serving = endpoint.serving
     rows = []
     for e in endpoint.ledger:
@@ -130,12 +133,19 @@ def endpoint_section(endpoint: Endpoint, prefix: str, can_roll_back: bool) -> st
     now = (f"serves <b>{escape(str(serving.get('model')))} version <span class='serving-version'>"
            f"{escape(str(serving['version']))}</span></b> since {_when(serving.get('at'))}" if serving else "serves nothing yet")
     form = ""
-    if serving and can_roll_back:
-        form = (f"<form method='post' action='{prefix}/endpoints/{quote(endpoint.name, safe='')}/rollback'>"
-                f"<input type='hidden' name='model' value='{escape(str(serving.get('model')))}'>"
+    if serving and can_deploy:
+        action = f"{prefix}/endpoints/{quote(endpoint.name, safe='')}"
+        model = f"<input type='hidden' name='model' value='{escape(str(serving.get('model')))}'>"
+        form = (f"<form method='post' action='{action}/rollback'>{model}"
                 f"<button class='rollback' type='submit'>Roll back {escape(endpoint.name)} to the version before</button>"
                 f"</form>")
-    return (f"<section class='endpoint' data-endpoint='{escape(endpoint.name)}'><h3>Endpoint {escape(endpoint.name)}</h3>"
+        if versions:
+            options = "".join(f"<option value='{escape(v)}'>{escape(v)}</option>" for v in versions)
+            form += (f"<form method='post' action='{action}/deploy'>{model}<label>Deploy version "
+                     f"<select name='version' class='deploy-version'>{options}</select></label> "
+                     f"<button class='deploy' type='submit'>to {escape(endpoint.name)}</button></form>")
+    return (f"<section class='endpoint' data-endpoint='{escape(endpoint.name)}' data-deploy-dag='{escape(deploy_dag)}'>"
+            f"<h3>Endpoint {escape(endpoint.name)}</h3>"
             f"<p>{now}</p>{form}<table><tr><th>at</th><th>model</th><th>version</th><th>before</th><th>outcome</th>"
             f"<th>reason</th><th>seconds to serve</th><th>run</th></tr>{''.join(rows)}</table></section>")
 

@@ -183,7 +183,11 @@ def test_the_page_in_chromium_shows_models_endpoints_chart_and_rolls_back(airflo
     assert run["conf"] == {"model": MODEL, "endpoint": ENDPOINT, "action": "rollback"}
     assert run["triggering_user_name"] == "admin"  # created as the signed-in user
     assert af.wait_for_run("ml_deploy", run_id, timeout=120) == "success"
-    assert af.api("GET", "/ml-models/api/summary")["endpoints"][0]["serving"]["version"] == "1"
+    endpoints = {e["name"]: e for e in af.api("GET", "/ml-models/api/summary")["endpoints"]}
+    assert endpoints[ENDPOINT]["serving"]["version"] == "1" and endpoints[ENDPOINT]["deploy_dag"] == "ml_deploy"
+    # the shipped specs' levels are endpoints too (their deploy DAGs name them), serving nothing yet
+    assert endpoints["demo-production"]["serving"] is None
+    assert endpoints["demo-production"]["deploy_dag"] == "demo_classifier__deploy"
 
 
 def test_anonymous_and_viewer_requests_are_refused_what_they_may_not_do(airflow):

@@ -69,7 +69,6 @@ class TrainingSettings:
     fileloc: str | None = None  # the DAG file (its code view, its reparse); default: the caller's file
     # after the first level's deploy, each next level in turn: evidence (or approval), alias, deploy
     next_levels: list[NextLevel] = field(default_factory=list)
-    first_target: str | None = None  # the first level's target, for reading its /metrics
 
 
 def training_pipeline(s: TrainingSettings):
@@ -248,7 +247,7 @@ def _promotion_path(s: TrainingSettings, version, first_deploy) -> None:
     from operators.deploy.steps import deploy_steps
     from operators.registry.promote_model import PromoteModelOperator, RestoreAliasesOperator
 
-    below, upstream = {"endpoint": s.endpoint, "target": s.first_target or s.deploy_target,
+    below, upstream = {"endpoint": s.endpoint, "target": s.deploy_target,
                        "conn_id": s.endpoint_conn_id}, first_deploy
     for level in s.next_levels:
         here = {"endpoint": level.endpoint, "target": level.target, "conn_id": level.conn_id}

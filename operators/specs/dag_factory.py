@@ -31,7 +31,7 @@ def dag_ids(name: str) -> dict[str, str]:
 def _specs(folder: Path):
     """load_specs(folder), again only when a spec or SQL file changed."""
     files = sorted(p for pattern in ("*.yaml", "*.yml", "**/*.sql") for p in folder.glob(pattern))
-    key = (str(folder), tuple((str(p), *divmod(p.stat().st_mtime_ns, 1), p.stat().st_size) for p in files))
+    key = (str(folder), tuple((str(p), (st := p.stat()).st_mtime_ns, st.st_size) for p in files))
     if key not in _CACHE:
         _CACHE.clear()
         _CACHE[key] = load_specs(folder)
@@ -90,7 +90,7 @@ def model_dags(name: str, folder: Path = SPEC_FOLDER, fileloc: str | None = None
         target=model["target"], features=model.get("features"), exclude=model.get("exclude", []),
         test_fraction=model.get("test_fraction", 0.2), seed=model.get("seed", 42),
         metric=raw["gate"]["metric"], direction=raw["gate"]["direction"], margin=raw["gate"]["margin"],
-        source_table=None, first_target=first.target,
+        source_table=None,
         next_levels=[NextLevel(l.name, l.endpoint, l.target, l.conn_id, l.promotion) for l in spec.levels[1:]],
         description=f"{name}: train, register, gate, deploy to {first.name}"
                     + "".join(f", promote to {l.name}" for l in spec.levels[1:]),

@@ -43,9 +43,9 @@ def create_app() -> FastAPI:
                         f"(<span class='{kind}-run'>{escape(run_id)}</span>)</p>")
         models = (render.problem(problem) if problem else
                   "".join(render.model_section(m, PREFIX) for m in registered) or "<p>No registered model yet.</p>")
-        sections = []
+        sections, dags = [], data.deploy_dags()
         for e in data.endpoints():
-            dag_id = data.deploy_dag_of(e.name)
+            dag_id = data.deploy_dag_of(e.name, dags)
             sections.append(render.endpoint_section(e, PREFIX, _allowed(user, "POST", dag_id), dag_id,
                                                     versions.get(str((e.serving or {}).get("model")), [])))
         endpoints = "".join(sections) or "<p>No endpoint has a deploy yet.</p>"
@@ -132,13 +132,14 @@ def create_app() -> FastAPI:
     @app.get("/api/summary")
     def summary(user=Depends(reader)) -> dict:
         registered, problem = data.registry_models()
+        dags = data.deploy_dags()
         return {
             "registry_problem": problem,
             "models": [{"name": m.name, "aliases": m.aliases,
                         "versions": [{"version": v.version, "aliases": v.aliases, "metrics": v.metrics,
                                       "snapshot_digest": v.snapshot_digest, "trained_by": v.trained_by,
                                       "source": v.source} for v in m.versions]} for m in registered],
-            "endpoints": [{"name": e.name, "deploy_dag": data.deploy_dag_of(e.name), "serving": e.serving,
+            "endpoints": [{"name": e.name, "deploy_dag": data.deploy_dag_of(e.name, dags), "serving": e.serving,
                            "ledger": e.ledger} for e in data.endpoints()],
         }
 

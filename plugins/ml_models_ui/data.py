@@ -136,21 +136,22 @@ def endpoints() -> list[Endpoint]:
     return sorted(out, key=lambda e: e.name)
 
 
-def deploy_dag_of(endpoint: str) -> str:
-    """The DAG that deploys to ``endpoint``: ``<model>__deploy`` when a model spec names it as one
-    of its levels, else the deployment's ``ml_deploy``. A spec folder that cannot be read is no
-    reason to hide the page: its good specs still count."""
+def deploy_dags() -> dict[str, str]:
+    """Endpoint -> the DAG that deploys to it, for every level a model spec names
+    (``<model>__deploy``); any other endpoint is the deployment's ``ml_deploy``. A spec folder
+    that cannot be read is no reason to hide the page: its good specs still count."""
     try:
         from operators.specs.dag_factory import _specs, dag_ids
         from operators.specs.model_spec import SPEC_FOLDER
 
         specs, _ = _specs(SPEC_FOLDER)
     except Exception:  # noqa: BLE001 - no specs here: the environment-configured DAG
-        return "ml_deploy"
-    for spec in specs.values():
-        if endpoint in spec.endpoints:
-            return dag_ids(spec.name)["deploy"]
-    return "ml_deploy"
+        return {}
+    return {endpoint: dag_ids(spec.name)["deploy"] for spec in specs.values() for endpoint in spec.endpoints}
+
+
+def deploy_dag_of(endpoint: str, dags: dict[str, str] | None = None) -> str:
+    return (deploy_dags() if dags is None else dags).get(endpoint, "ml_deploy")
 
 
 def evaluation_picture(client, model: str, version: str) -> bytes:

@@ -87,9 +87,8 @@ def airflow(make_database, tmp_path_factory):
 
 def served(airflow, endpoint: str) -> dict:
     from operators.deploy.endpoint_client import ping
-    from operators.deploy.targets.local import LocalServerTarget
 
-    return ping(LocalServerTarget(endpoint, state_dir=str(airflow["demo"] / "endpoints" / endpoint)).url) or {}
+    return ping(url_of(airflow, endpoint)) or {}
 
 
 class Traffic:
@@ -97,8 +96,9 @@ class Traffic:
 
     def __init__(self, url: str, features: list[str]):
         self.url, self.ok, self.failed, self._stop = url, 0, 0, threading.Event()
-        row = ["a post about the weather" if name == "text" else 1.0 for name in features]
-        self.body = json.dumps({"instances": [row, row]}).encode()
+        from demo.clients import row_for
+
+        self.body = json.dumps({"instances": [row_for(features)] * 2}).encode()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 

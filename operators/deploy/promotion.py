@@ -23,6 +23,20 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
+def endpoint_url(level: dict[str, Any], what: str) -> str:
+    """The URL of a level's ml.serve endpoint, or a failure saying what to give instead."""
+    from operators.deploy.targets import get_target
+
+    target = get_target(level.get("target") or None, level["endpoint"], level["conn_id"], {})
+    url = getattr(target, "url", None)
+    if not url:
+        raise AirflowFailException(
+            f"endpoint {level['endpoint']} ({target.kind}) has no {what} the workers can reach, so there is "
+            f"no evidence to wait for: give it an ml.serve URL connection ({level['conn_id']}), or give the "
+            f"next level `approval: true` in the model spec")
+    return url
+
+
 class AwaitEvidenceOperator(BaseOperator):
     template_fields: Sequence[str] = ("version",)
     ui_color = "#e8f7e4"
@@ -35,17 +49,8 @@ class AwaitEvidenceOperator(BaseOperator):
         self.version, self.lower, self.higher, self.rules = version, lower, higher, rules
         self.window_minutes, self.poll_interval = window_minutes, poll_interval
 
-    def _url(self, level: dict[str, Any]) -> str | None:
-        from operators.deploy.targets import get_target
-
-        target = get_target(level.get("target") or None, level["endpoint"], level["conn_id"], {})
-        url = getattr(target, "url", None)
-        if not url:
-            raise AirflowFailException(
-                f"endpoint {level['endpoint']} ({target.kind}) has no /metrics the workers can read, so there is "
-                f"no evidence to wait for: give it an ml.serve URL connection ({level['conn_id']}), or give the "
-                f"next level `approval: true` in the model spec")
-        return url
+    def _url(self, level: dict[str, Any]) -> str:
+        return endpoint_url(level, "/metrics")
 
     def execute(self, context: Context) -> None:
         from operators.deploy.evidence import Rules

@@ -34,6 +34,7 @@ def deploy_dag(s: DeploySettings):
 
     from operators.alerts import task_failure_alert
     from operators.deploy.steps import deploy_steps, endpoint_asset
+    from operators.registry.promote_model import PromoteModelOperator
 
     names = [e.name for e in s.endpoints]
     if len(s.endpoints) == 1:
@@ -59,6 +60,9 @@ def deploy_dag(s: DeploySettings):
             "alias": Param(None, type=["null", "string"], description="alias to deploy, e.g. production"),
             "endpoint": Param(names[0], enum=names, description=f"endpoint (its ledger is endpoint.<name>{s.endpoint_help})"),
             "action": Param("deploy", enum=["deploy", "rollback"]),
+            "move_alias": Param(None, type=["null", "string"], pattern="^[a-z][a-z0-9_-]{0,30}$",
+                                description="an alias to point at the deployed version once it serves (a promotion: "
+                                            "the level's name); empty: aliases stay"),
             "canary_percent": Param(None, type=["null", "integer"], minimum=1, maximum=100,
                                     description="share the new version takes first beside the serving one (kubernetes, "
                                                 "sagemaker, vertex); empty: the endpoint's setting"),
@@ -74,11 +78,14 @@ def deploy_dag(s: DeploySettings):
 
             from operators.deploy.ledger import version_before_current
 
+            if params["move_alias"] and not (params["action"] == "deploy" and params["version"]):
+                raise AirflowFailException("move_alias needs a deploy of a given version (action deploy, version set)")
             if params["action"] == "deploy" or params["version"]:
                 if not (params["version"] or params["alias"]):
                     raise AirflowFailException("give a version or an alias to deploy")
+                reason = f"promoted to {params['move_alias']}" if params["move_alias"] else params["action"]
                 return {"version": params["version"], "alias": None if params["version"] else params["alias"],
-                        "reason": params["action"]}
+                        "reason": reason}
             events = sorted(inlet_events[endpoint_asset(params["endpoint"])], key=lambda e: e.timestamp)
             ledger = [e.extra for e in events if e.extra.get("model") == params["model"]]
             previous = version_before_current(ledger)
@@ -88,10 +95,18 @@ def deploy_dag(s: DeploySettings):
             print(f"rollback: the ledger says {previous} served before the current version")
             return {"version": previous, "alias": None, "reason": "rollback (from the ledger)"}
 
+        @task.short_circuit(task_id="alias_to_move")
+        def alias_to_move(params=None) -> bool:
+            """Only a promotion moves an alias, and only once its version serves."""
+            return bool(params["move_alias"])
+
         chosen = resolve()
-        deploy_steps(
+        deployed, _, _ = deploy_steps(
             model_name="{{ params.model }}", version=chosen["version"], alias=chosen["alias"],
             endpoint="{{ params.endpoint }}", reason=chosen["reason"],  # the ledger records the run id too
             canary_percent="{{ params.canary_percent }}", target=target, target_conn_id=conn_id, ledger_outlets=ledger,
         )
+        deployed >> alias_to_move() >> PromoteModelOperator(task_id="move_alias", model_name="{{ params.model }}",
+                                                            version=chosen["version"],
+                                                            aliases=["{{ params.move_alias }}"])
     return dag

@@ -38,6 +38,16 @@ def _specs(folder: Path):
     return _CACHE[key]
 
 
+def good_specs(folder: Path = SPEC_FOLDER) -> dict[str, ModelSpec]:
+    """Every spec of the folder that checks, by model name (cached like the DAG files' reads)."""
+    return dict(_specs(Path(folder))[0])
+
+
+def spec_errors(folder: Path = SPEC_FOLDER) -> dict[str, SpecError]:
+    """Model name (its spec file's stem) -> the error of its spec."""
+    return {path.stem: error for path, error in _specs(Path(folder))[1].items()}
+
+
 def spec_for(name: str, folder: Path = SPEC_FOLDER) -> ModelSpec:
     """The checked spec of model ``name``, or its SpecError (checked beside every other spec)."""
     specs, errors = _specs(Path(folder))
@@ -67,13 +77,6 @@ def model_dags(name: str, folder: Path = SPEC_FOLDER, fileloc: str | None = None
     from operators.pipelines.training import NextLevel, TrainingSettings, training_pipeline
 
     spec = spec_for(name, folder)
-    for i, level in enumerate(spec.levels):
-        unbuilt = sorted({"feedback_table", "accuracy_floor"} & set(level.promotion))
-        if unbuilt:
-            raise SpecError(spec.path, f"levels[{i}].promotion.{unbuilt[0]}",
-                            "promotion on labelled feedback is not built yet (it comes with the monitoring of "
-                            "versions in production); remove it, and promote on the endpoint's evidence "
-                            "(min_requests, max_error_rate_increase, max_p99_increase) or approval: true")
     fileloc = fileloc or sys._getframe(1).f_code.co_filename
     raw, model, first, ids = spec.raw, spec.raw["model"], spec.levels[0], dag_ids(name)
     searchpath = [str(spec.path.parent)]

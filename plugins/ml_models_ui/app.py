@@ -1,10 +1,12 @@
 """Routes of the models-and-endpoints page (mounted at ``/ml-models``).
 
-    GET  /                                  models (versions, aliases, metrics, lineage, chart) and endpoints
+    GET  /                                  models x service levels (filters ?owner= &tag=), versions (paginated), ledgers
     GET  /runs/{dag_id}/{run_id}            the DAG-run tab: the version a run registered and its deploys
     GET  /versions/{model}/{v}/evaluation.svg   a version's evaluation picture (verified artifact)
     POST /endpoints/{endpoint}/rollback     triggers the endpoint's deploy DAG (action rollback) through the REST API as the user
     POST /endpoints/{endpoint}/deploy       the same with a version: deploy any registered version there
+    POST /endpoints/{endpoint}/promote      the version it serves, to the spec's next level (its alias moved)
+    POST /approvals/{dag_id}/{run}/{task}   approve or reject a promotion waiting for a person
     GET  /api/summary                       the same facts as JSON
 """
 
@@ -33,23 +35,45 @@ def create_app() -> FastAPI:
 
     @app.get("/", response_class=HTMLResponse)
     def index(request: Request, user=Depends(reader)) -> str:
+        query = dict(request.query_params)
+        owner, tag = query.get("owner") or None, query.get("tag") or None
         registered, problem = data.registry_models()
         versions = {m.name: [v.version for v in m.versions] for m in registered}
         note = ""
-        for kind in ("rollback", "deploy"):
-            if run_id := request.query_params.get(f"{kind}_run"):
-                dag_id = request.query_params.get("dag", "ml_deploy")
+        for kind in ("rollback", "deploy", "promote"):
+            if run_id := query.get(f"{kind}_run"):
+                dag_id = query.get("dag", "ml_deploy")
                 note = (f"<p class='note'>{kind.capitalize()} asked: {render.run_link(dag_id, run_id)} "
                         f"(<span class='{kind}-run'>{escape(run_id)}</span>)</p>")
+        if answered := query.get("answered"):
+            note = f"<p class='note'>Answered <span class='answered'>{escape(answered)}</span>.</p>"
+        endpoint_list = data.endpoints()
+        by_name = {e.name: e for e in endpoint_list}
+        all_rows = data.model_rows(endpoint_list)
+        rows = [r for r in all_rows if r.matches(owner, tag)]
+        approvals, cells = data.pending_approvals(), {}
+        for row in rows:
+            may = not row.problem and _allowed(user, "POST", row.deploy_dag)
+            train_dag = row.deploy_dag.removesuffix("__deploy") + "__train"
+            for level in row.levels:
+                approval = approvals.get((train_dag, level.name))
+                cells[(row.name, level.endpoint)] = render.level_cell(
+                    row, level, by_name.get(level.endpoint), PREFIX, may, versions.get(row.name, []), approval,
+                    bool(approval) and _allowed(user, "PUT", train_dag, "HITL_DETAIL"))
+        table = (render.filters(sorted({o for r in all_rows for o in r.owners}),
+                                sorted({t for r in all_rows for t in r.tags}), owner, tag)
+                 + render.levels_table(rows, cells))
+        shown = {r.name for r in rows}
         models = (render.problem(problem) if problem else
-                  "".join(render.model_section(m, PREFIX) for m in registered) or "<p>No registered model yet.</p>")
-        sections, dags = [], data.deploy_dags()
-        for e in data.endpoints():
-            dag_id = data.deploy_dag_of(e.name, dags)
-            sections.append(render.endpoint_section(e, PREFIX, _allowed(user, "POST", dag_id), dag_id,
-                                                    versions.get(str((e.serving or {}).get("model")), [])))
-        endpoints = "".join(sections) or "<p>No endpoint has a deploy yet.</p>"
-        return render.page("Models & endpoints", f"{note}<h2>Endpoints</h2>{endpoints}<h2>Registered models</h2>{models}")
+                  "".join(render.model_section(m, PREFIX, _int(query.get(f"page.{m.name}")), query)
+                          for m in registered if m.name in shown or not (owner or tag))
+                  or "<p>No registered model yet.</p>")
+        dags = data.deploy_dags(all_rows)
+        ledgers = "".join(render.endpoint_section(e, PREFIX, False, data.deploy_dag_of(e.name, dags))
+                          for e in endpoint_list if e.name in {l.endpoint for r in rows for l in r.levels})
+        return render.page("Models & endpoints",
+                           f"{note}<h2>Models by service level</h2>{table}<h2>Registered versions</h2>{models}"
+                           f"<h2>Endpoint ledgers</h2>{ledgers or '<p>No endpoint has a deploy yet.</p>'}")
 
     @app.get("/runs/{dag_id}/{run_id}", response_class=HTMLResponse)
     def run_tab(dag_id: str, run_id: str, user=Depends(reader)) -> str:
@@ -93,25 +117,30 @@ def create_app() -> FastAPI:
                                      f"{data.redacted(str(exc))[:300]})") from None
         return Response(svg, media_type="image/svg+xml", headers={"Content-Security-Policy": "script-src 'none'"})
 
-    async def trigger(request: Request, user, endpoint: str, conf: dict, kind: str) -> Response:
-        """One run of the endpoint's deploy DAG, created through the REST API with the user's token,
-        so Airflow records who asked and applies its own checks again."""
+    async def as_user(request: Request, method: str, path: str, body: dict):
+        """A call of Airflow's REST API with the user's own token, so Airflow records who asked and
+        applies its own checks again."""
         import httpx
 
         from airflow.configuration import conf as airflow_conf
 
-        dag_id = data.deploy_dag_of(endpoint)
-        may_deploy(user, dag_id, "roll back" if kind == "rollback" else "deploy")
+        token = user_token(request)
+        if not token:
+            raise HTTPException(401, "the request carries no Airflow token to act as the user with: sign in again")
         base = airflow_conf.get("api", "base_url", fallback=str(request.base_url)).rstrip("/")
-        body = {"logical_date": None, "conf": {**conf, "endpoint": endpoint},
-                "note": f"{kind} asked from the models page by {user.get_name()}"}
         async with httpx.AsyncClient(timeout=30) as http:
-            answer = await http.post(f"{base}/api/v2/dags/{dag_id}/dagRuns", json=body,
-                                     headers={"Authorization": f"Bearer {user_token(request)}"})
+            return await http.request(method, f"{base}{path}", json=body, headers={"Authorization": f"Bearer {token}"})
+
+    async def trigger(request: Request, user, dag_id: str, conf: dict, kind: str) -> Response:
+        """One run of a deploy DAG, created through the REST API as the user."""
+        what = {"rollback": "roll back", "promote": "promote"}.get(kind, "deploy")
+        may_deploy(user, dag_id, what)
+        body = {"logical_date": None, "conf": conf, "note": f"{kind} asked from the models page by {user.get_name()}"}
+        answer = await as_user(request, "POST", f"/api/v2/dags/{quote(dag_id, safe='')}/dagRuns", body)
         if answer.status_code >= 300:
             raise HTTPException(answer.status_code, f"Airflow refused the {dag_id} run: {answer.text[:500]}")
         run_id = answer.json()["dag_run_id"]
-        log.info("%s of %s (%s) asked by %s: %s run %s", kind, endpoint, conf, user.get_name(), dag_id, run_id)
+        log.info("%s (%s) asked by %s: %s run %s", kind, conf, user.get_name(), dag_id, run_id)
         if "text/html" in request.headers.get("accept", ""):
             return RedirectResponse(f"{PREFIX}/?{kind}_run={quote(run_id, safe='')}&dag={quote(dag_id, safe='')}",
                                     status_code=303)
@@ -119,15 +148,53 @@ def create_app() -> FastAPI:
 
     @app.post("/endpoints/{endpoint}/rollback")
     async def rollback(endpoint: str, request: Request, model: str = Form(...), user=Depends(deployer)) -> Response:
-        return await trigger(request, user, endpoint, {"model": model, "action": "rollback"}, "rollback")
+        return await trigger(request, user, data.deploy_dag_of(endpoint),
+                             {"model": model, "action": "rollback", "endpoint": endpoint}, "rollback")
 
     @app.post("/endpoints/{endpoint}/deploy")
     async def deploy(endpoint: str, request: Request, model: str = Form(...), version: str = Form(...),
                      user=Depends(deployer)) -> Response:
         """Any registered version of the model, to this endpoint (the deploy DAG's smoke test and
         automatic rollback apply as for every deploy)."""
-        return await trigger(request, user, endpoint, {"model": model, "version": version, "action": "deploy"},
-                             "deploy")
+        return await trigger(request, user, data.deploy_dag_of(endpoint),
+                             {"model": model, "version": version, "action": "deploy", "endpoint": endpoint}, "deploy")
+
+    @app.post("/endpoints/{endpoint}/promote")
+    async def promote(endpoint: str, request: Request, model: str = Form(...), user=Depends(deployer)) -> Response:
+        """The version this level serves, to the next level of the model's spec: deployed there by
+        ``<model>__deploy`` (smoke test, automatic rollback), the next level's alias moved once it
+        serves."""
+        found = data.level_of(endpoint)
+        if found is None or found[0].name != model or found[1].next is None:
+            raise HTTPException(400, f"endpoint {endpoint} is not a level of model {model}'s spec with a level "
+                                     f"after it: nothing to promote to")
+        row, level = found
+        serving = next((e.serving for e in data.endpoints() if e.name == endpoint), None)
+        if not serving or str(serving.get("model")) != model:
+            raise HTTPException(409, f"endpoint {endpoint} serves no version of {model} to promote")
+        conf = {"model": model, "version": str(serving["version"]), "action": "deploy",
+                "endpoint": level.next.endpoint, "move_alias": level.next.name}
+        return await trigger(request, user, row.deploy_dag, conf, "promote")
+
+    @app.post("/approvals/{dag_id}/{run_id}/{task_id}")
+    async def answer_approval(dag_id: str, run_id: str, task_id: str, request: Request, choice: str = Form(...),
+                              user=Depends(deployer)) -> Response:
+        """Approve or reject a promotion waiting in a training run (Airflow's required action),
+        through the REST API as the user."""
+        if choice not in ("Approve", "Reject"):
+            raise HTTPException(400, f"choice must be Approve or Reject, not {choice!r}")
+        if not _allowed(user, "PUT", dag_id, "HITL_DETAIL"):
+            raise HTTPException(403, f"user {user.get_name()!r} may not answer the required actions of {dag_id}")
+        path = (f"/api/v2/dags/{quote(dag_id, safe='')}/dagRuns/{quote(run_id, safe='')}/taskInstances/"
+                f"{quote(task_id, safe='')}/-1/hitlDetails")
+        answer = await as_user(request, "PATCH", path, {"chosen_options": [choice], "params_input": {}})
+        if answer.status_code >= 300:
+            raise HTTPException(answer.status_code, f"Airflow refused the answer: {answer.text[:500]}")
+        log.info("%s of %s %s %s by %s", choice, dag_id, run_id, task_id, user.get_name())
+        if "text/html" in request.headers.get("accept", ""):
+            return RedirectResponse(f"{PREFIX}/?answered={quote(f'{choice} {task_id} of {run_id}', safe='')}",
+                                    status_code=303)
+        return JSONResponse({"dag_id": dag_id, "dag_run_id": run_id, "task_id": task_id, "chosen": choice})
 
     @app.get("/api/summary")
     def summary(user=Depends(reader)) -> dict:
@@ -144,3 +211,10 @@ def create_app() -> FastAPI:
         }
 
     return app
+
+
+def _int(text: str | None) -> int:
+    try:
+        return int(text or 0)
+    except ValueError:
+        return 0

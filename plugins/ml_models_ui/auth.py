@@ -2,8 +2,10 @@
 
 The user comes from the same JWT the UI holds (the ``_token`` cookie, or a Bearer header), via
 Airflow's own ``get_user``; permissions from the configured auth manager. Reading the page
-needs read access to both ML DAGs; a deploy or rollback on an endpoint needs permission to create
-runs of the DAG that deploys there (``<model>__deploy`` for a model spec's endpoint, else ``ml_deploy``).
+needs read access to both ML DAGs; a deploy, rollback or promotion on an endpoint needs permission to
+create runs of the DAG that deploys there (``<model>__deploy`` for a model spec's endpoint, else
+``ml_deploy``); answering a promotion's approval needs Airflow's permission on that training DAG's
+required actions (HITL details).
 """
 
 from __future__ import annotations
@@ -17,11 +19,19 @@ READ_DAGS = ("ml_training_pipeline", "ml_deploy")
 DEPLOY_DAG = "ml_deploy"
 
 
-def _allowed(user, method: str, dag_id: str) -> bool:
+def _allowed(user, method: str, dag_id: str, entity: str = "RUN") -> bool:
+    """Airflow's own answer: may ``user`` do ``method`` on ``dag_id``'s runs (or, with entity
+    ``HITL_DETAIL``, answer its required actions)."""
     from airflow.api_fastapi.app import get_auth_manager
+    from airflow.configuration import conf
 
-    return get_auth_manager().is_authorized_dag(method=method, access_entity=DagAccessEntity.RUN,
-                                                details=DagDetails(id=dag_id), user=user)
+    team = None
+    if conf.getboolean("core", "multi_team", fallback=False):  # as Airflow's own routes: the DAG's team decides
+        from airflow.models.dag import DagModel
+
+        team = DagModel.get_team_name(dag_id)
+    return get_auth_manager().is_authorized_dag(method=method, access_entity=DagAccessEntity[entity],
+                                                details=DagDetails(id=dag_id, team_name=team), user=user)
 
 
 def reader(user: GetUserDep):

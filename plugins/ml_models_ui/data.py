@@ -136,22 +136,120 @@ def endpoints() -> list[Endpoint]:
     return sorted(out, key=lambda e: e.name)
 
 
-def deploy_dags() -> dict[str, str]:
-    """Endpoint -> the DAG that deploys to it, for every level a model spec names
-    (``<model>__deploy``); any other endpoint is the deployment's ``ml_deploy``. A spec folder
-    that cannot be read is no reason to hide the page: its good specs still count."""
-    try:
-        from operators.specs.dag_factory import _specs, dag_ids
-        from operators.specs.model_spec import SPEC_FOLDER
+@dataclass
+class Level:
+    """One service level of a model: its endpoint, and the level a promotion from it goes to."""
 
-        specs, _ = _specs(SPEC_FOLDER)
-    except Exception:  # noqa: BLE001 - no specs here: the environment-configured DAG
-        return {}
-    return {endpoint: dag_ids(spec.name)["deploy"] for spec in specs.values() for endpoint in spec.endpoints}
+    name: str
+    endpoint: str
+    next: Level | None = None
+
+
+@dataclass
+class ModelRow:
+    """A row of the models x levels table: a model spec's levels, or (for an endpoint no spec
+    names, deployed by ``ml_deploy``) the model it serves there."""
+
+    name: str
+    owners: list[str]
+    tags: list[str]
+    levels: list[Level]
+    deploy_dag: str
+    problem: str | None = None  # the spec's error: its DAGs do not load, so no button acts on them
+
+    def matches(self, owner: str | None, tag: str | None) -> bool:
+        return (not owner or owner in self.owners) and (not tag or tag in self.tags)
+
+
+def model_rows(endpoint_list: list[Endpoint]) -> list[ModelRow]:
+    """Every spec's model with its levels, then each other endpoint under the model it serves. A
+    spec folder that cannot be read is no reason to hide the page: its good specs still count."""
+    try:
+        from operators.specs import model_spec
+        from operators.specs.dag_factory import dag_ids, good_specs, spec_errors
+
+        folder = model_spec.SPEC_FOLDER  # ML_MODEL_SPECS, as the DAG files read it
+        specs, broken = good_specs(folder), {name: str(error) for name, error in spec_errors(folder).items()}
+    except Exception:  # noqa: BLE001 - no specs here: the environment-configured DAGs only
+        specs, broken = {}, {}
+    rows = []
+    for spec in sorted(specs.values(), key=lambda s: s.name):
+        levels = [Level(level.name, level.endpoint) for level in spec.levels]
+        for lower, higher in zip(levels, levels[1:]):
+            lower.next = higher
+        rows.append(ModelRow(spec.name, list(spec.owners), list(spec.raw.get("tags", [])), levels,
+                             dag_ids(spec.name)["deploy"]))
+    named = {level.endpoint for row in rows for level in row.levels}
+    others: dict[str, list[Level]] = {}
+    for e in endpoint_list:
+        if e.name not in named and e.ledger:  # an endpoint never deployed to, no spec's: nothing to show
+            model = str((e.serving or e.ledger[0]).get("model") or "(unknown)")
+            others.setdefault(model, []).append(Level("endpoint", e.name))
+    for model, levels in sorted(others.items()):
+        if model in broken:  # a model whose spec is broken: its endpoints, said as such, without buttons
+            rows.append(ModelRow(model, [], [], levels, dag_ids(model)["deploy"], broken[model]))
+        else:
+            rows.append(ModelRow(model, [], [], levels, "ml_deploy"))
+    return rows
+
+
+def deploy_dags(rows: list[ModelRow] | None = None) -> dict[str, str]:
+    """Endpoint -> the DAG that deploys to it: ``<model>__deploy`` for a spec's level, else
+    the deployment's ``ml_deploy``."""
+    rows = model_rows([]) if rows is None else rows
+    return {level.endpoint: row.deploy_dag for row in rows for level in row.levels}
 
 
 def deploy_dag_of(endpoint: str, dags: dict[str, str] | None = None) -> str:
     return (deploy_dags() if dags is None else dags).get(endpoint, "ml_deploy")
+
+
+def level_of(endpoint: str) -> tuple[ModelRow, Level] | None:
+    for row in model_rows([]):
+        for level in row.levels:
+            if level.endpoint == endpoint:
+                return row, level
+    return None
+
+
+@dataclass
+class Approval:
+    """A promotion waiting for a person: the training run's ``approve_<level>`` task."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int
+    subject: str
+    body: str
+
+    @property
+    def level(self) -> str:
+        return self.task_id.removeprefix("approve_")
+
+
+def pending_approvals() -> dict[tuple[str, str], Approval]:
+    """(training DAG, level) -> the approval its newest run waits for (the task parked as
+    ``awaiting_input``, or ``deferred`` where an Airflow parks it that way)."""
+    from sqlalchemy import select
+
+    from airflow.models.hitl import HITLDetail
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        found = session.execute(
+            select(TaskInstance.dag_id, TaskInstance.run_id, TaskInstance.task_id, TaskInstance.map_index,
+                   HITLDetail.subject, HITLDetail.body)
+            .join(TaskInstance, TaskInstance.id == HITLDetail.ti_id)
+            .where(HITLDetail.responded_at.is_(None), TaskInstance.state.in_(("awaiting_input", "deferred")),
+                   TaskInstance.task_id.startswith("approve_"))
+            .order_by(HITLDetail.created_at)).all()
+    out = {}
+    for dag_id, run_id, task_id, map_index, subject, body in found:
+        approval = Approval(dag_id, run_id, task_id, map_index, subject, body or "")
+        out[(dag_id, approval.level)] = approval
+    return out
 
 
 def evaluation_picture(client, model: str, version: str) -> bytes:

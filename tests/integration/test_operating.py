@@ -148,8 +148,9 @@ def test_the_page_in_chromium_shows_models_endpoints_chart_and_rolls_back(airflo
             # Inside the Airflow UI: the nav entry opens the plugin page in its frame.
             page.goto(f"{af.url}/plugin/ml-models")
             frame = page.frame_locator("iframe[title='Models & endpoints']")
-            frame.locator(f"section.endpoint[data-endpoint='{ENDPOINT}'] .serving-version").wait_for(timeout=30_000)
-            assert frame.locator(".serving-version").inner_text() == "2"
+            serving = frame.locator(f"td.level[data-endpoint='{ENDPOINT}'] .serving-version")
+            serving.wait_for(timeout=30_000)
+            assert serving.inner_text() == "v2"
             page.screenshot(path=str(SHOTS / "models-page-in-airflow.png"), full_page=True)
 
             page.goto(f"{af.url}/ml-models/")
@@ -173,7 +174,7 @@ def test_the_page_in_chromium_shows_models_endpoints_chart_and_rolls_back(airflo
             assert len(outcomes) == 2 and all("serving" in o for o in outcomes)
             page.screenshot(path=str(SHOTS / "models-page.png"), full_page=True)
 
-            page.locator("button.rollback").click()
+            page.locator(f"td.level[data-endpoint='{ENDPOINT}'] button.rollback").click()
             page.wait_for_url("**/ml-models/?rollback_run=*")
             run_id = page.locator(".rollback-run").inner_text()
             page.screenshot(path=str(SHOTS / "models-page-after-rollback.png"), full_page=True)

@@ -30,7 +30,7 @@ class LocustLoad:
 
     def __init__(self, url: str, columns: list[str], rows: list[list], workdir: Path, *, users: int | None = None,
                  seconds: float | None = None, max_requests: int | None = None, slo_file: Path = SLO_FILE,
-                 batch_rows: int | None = None, batch_share: float | None = None):
+                 batch_rows: int | None = None, batch_share: float | None = None, think_ms: float = 0.0):
         settings = load_settings(slo_file)
         self.url, self.workdir = url, Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -47,6 +47,7 @@ class LocustLoad:
             "--max-requests", str(settings["max_requests"] if max_requests is None else max_requests),
             "--batch-rows", str(batch_rows or settings["batch_rows"]),
             "--batch-share", str(settings["batch_share"] if batch_share is None else batch_share),
+            "--think-ms", str(think_ms),
         ]
         self.proc: subprocess.Popen | None = None
 

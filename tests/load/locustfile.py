@@ -35,13 +35,18 @@ def _arguments(parser):
     parser.add_argument("--max-requests", type=int, default=0, help="stop after this many requests (0: no bound)")
     parser.add_argument("--batch-rows", type=int, default=32)
     parser.add_argument("--batch-share", type=float, default=0.1)
+    parser.add_argument("--think-ms", type=float, default=0.0,
+                        help="each user's pause between requests (0: closed loop, the users are the concurrency)")
 
 
 class ServeUser(FastHttpUser):
-    """One closed-loop client: no think time, so the users are the concurrency."""
+    """One closed-loop client: no think time unless --think-ms, so the users are the concurrency."""
 
     connection_timeout = 5.0
     network_timeout = 10.0
+
+    def wait_time(self) -> float:
+        return self.environment.parsed_options.think_ms / 1000
 
     def on_start(self):
         options = self.environment.parsed_options

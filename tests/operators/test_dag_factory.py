@@ -186,11 +186,22 @@ def test_a_level_may_ask_a_person_instead(tmp_path):
     assert "evidence_production" not in dag.task_ids
 
 
-def test_promotion_on_labelled_feedback_is_refused_until_it_is_built(tmp_path):
+def test_promotion_on_labelled_feedback_checks_accuracy_after_the_evidence_and_needs_a_floor(tmp_path):
+    from operators.deploy.feedback import FeedbackAccuracyOperator
+
     shutil.copytree(REPO / "models" / "sql", tmp_path / "sql")
     text = (REPO / "models" / "demo_moderation.yaml").read_text()
-    (tmp_path / "demo_moderation.yaml").write_text(text.replace("      window_minutes: 30",
-                                                                "      window_minutes: 30\n      feedback_table: fb"))
-    with pytest.raises(SpecError, match=r"levels\[1\]\.promotion\.feedback_table: promotion on labelled feedback is "
-                                        r"not built yet"):
+    (tmp_path / "demo_moderation.yaml").write_text(text.replace(
+        "      window_minutes: 30", "      window_minutes: 30\n      feedback_table: reviewed_posts\n"
+                                   "      accuracy_floor: 0.8"))
+    dag = model_dags("demo_moderation", folder=tmp_path)["demo_moderation__train"]
+    check = dag.get_task("feedback_production")
+    assert isinstance(check, FeedbackAccuracyOperator)
+    assert (check.table, check.floor, check.label_column, check.conn_id) == ("reviewed_posts", 0.8, "label", "ml_source")
+    assert check.endpoint["endpoint"] == "demo-text"  # the level below answers the feedback rows
+    assert dag.get_task("evidence_production").downstream_task_ids == {"feedback_production"}
+    assert check.downstream_task_ids == {"promote_production"}
+    (tmp_path / "demo_moderation.yaml").write_text(text.replace(
+        "      window_minutes: 30", "      window_minutes: 30\n      feedback_table: reviewed_posts"))
+    with pytest.raises(SpecError, match=r"accuracy_floor"):
         model_dags("demo_moderation", folder=tmp_path)

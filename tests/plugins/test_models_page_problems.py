@@ -23,7 +23,8 @@ def page(monkeypatch):
 
     monkeypatch.setattr(data, "endpoints", lambda: [data.Endpoint("demo-local", [
         {"outcome": "serving", "model": "demo_classifier", "version": "3", "at": "2026-12-01T10:00:00"}])])
-    monkeypatch.setattr(app_module, "_allowed", lambda user, method, dag_id: True)
+    monkeypatch.setattr(app_module, "_allowed", lambda user, method, dag_id, entity="RUN": True)
+    monkeypatch.setattr(data, "pending_approvals", dict)
     app = app_module.create_app()
 
     class User:

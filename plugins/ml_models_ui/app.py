@@ -57,9 +57,11 @@ def create_app() -> FastAPI:
             train_dag = row.deploy_dag.removesuffix("__deploy") + "__train"
             for level in row.levels:
                 approval = approvals.get((train_dag, level.name))
+                above = by_name.get(level.next.endpoint) if level.next else None
                 cells[(row.name, level.endpoint)] = render.level_cell(
                     row, level, by_name.get(level.endpoint), PREFIX, may, versions.get(row.name, []), approval,
-                    bool(approval) and _allowed(user, "PUT", train_dag, "HITL_DETAIL"))
+                    bool(approval) and _allowed(user, "PUT", train_dag, "HITL_DETAIL"),
+                    str(above.serving["version"]) if above and above.serving else None)
         table = (render.filters(sorted({o for r in all_rows for o in r.owners}),
                                 sorted({t for r in all_rows for t in r.tags}), owner, tag)
                  + render.levels_table(rows, cells))

@@ -188,10 +188,10 @@ def filters(owners: list[str], tags: list[str], owner: str | None, tag: str | No
 
 
 def level_cell(row: ModelRow, level: Level, endpoint: Endpoint | None, prefix: str, can_deploy: bool,
-               versions: list[str], approval: Approval | None, can_answer: bool) -> str:
+               versions: list[str], approval: Approval | None, can_answer: bool, next_serves: str | None = None) -> str:
     """One level of one model: its endpoint, the version it serves and since when, its last
     deploy's outcome; for a user Airflow lets deploy there, deploy-any-version, rollback and
-    promote to the next level; a promotion into it waiting for approval, with its answers."""
+    promote to the next level (unless it serves that version already); a promotion into it waiting for approval, with its answers."""
     serving = endpoint.serving if endpoint else None
     last = endpoint.ledger[0] if endpoint and endpoint.ledger else None
     parts = [f"<div><b>{escape(level.endpoint)}</b></div>"]
@@ -215,7 +215,7 @@ def level_cell(row: ModelRow, level: Level, endpoint: Endpoint | None, prefix: s
     if can_deploy and serving:
         parts.append(f"<form method='post' action='{action}/rollback'>{model}"
                      f"<button class='rollback' type='submit'>Roll back</button></form>")
-    if can_deploy and serving and level.next:
+    if can_deploy and serving and level.next and str(serving["version"]) != next_serves:
         parts.append(f"<form method='post' action='{action}/promote'>{model}<button class='promote' type='submit'>"
                      f"Promote v{escape(str(serving['version']))} to {escape(level.next.name)}</button></form>")
     if approval:

@@ -9,7 +9,9 @@ broken spec shows as its own import error -> with that spec still broken, a vers
 on the first level is not promoted while production serves every request -> that endpoint rolls
 back from its own ledger, every other endpoint serving what it served -> the models page in
 Chromium: a promotion waiting for approval approved there, a chosen version deployed, a level's
-version promoted to the next, all as the signed-in user; a viewer sees no button; dark mode.
+version promoted to the next, all as the signed-in user; a user kept off the text model's DAGs
+(tests/integration/per_model_auth.py) sees it without buttons, and Airflow refuses them too; a
+viewer sees no button; dark mode.
 
 The load on the endpoints is the existing Locust scenario (tests/load), paced.
 """
@@ -76,7 +78,10 @@ def airflow(make_database, tmp_path_factory):
     env = {"AIRFLOW__CORE__DAGS_FOLDER": str(dags), "ML_MODEL_SPECS": str(specs),
            # a new DAG file is looked for every 5 s, a known one re-parsed every 5 s (defaults: 300 s, 30 s)
            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5", "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "5"}
-    env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] = "admin:admin,viewer:viewer"
+    # tab-ops may work on every DAG but the text model's (an auth manager with per-DAG rules)
+    env.update({"AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer,tab-ops:user",
+                "AIRFLOW__CORE__AUTH_MANAGER": "tests.integration.per_model_auth.PerModelAuthManager",
+                "ML_TEST_DAG_DENY": f"tab-ops:{TEXT}__"})
     with running_airflow(make_database, root / "demo", "mlp_spec", days=1, model="unused", endpoint="unused",
                          extra_env=env) as stack:
         from demo.moderation_posts import seed
@@ -350,6 +355,12 @@ def test_the_page_in_chromium_approves_deploys_and_promotes_as_the_user_and_a_vi
             viewer = signed_in("viewer")
             assert viewer.locator("tr.model-row").count() == 2 + len(late)
             assert viewer.locator("button.deploy, button.rollback, button.promote, button.approve").count() == 0
+            tab_ops = signed_in("tab-ops")  # may deploy the tabular model, not the text model
+            assert tab_ops.locator("tr.model-row").count() == 2 + len(late)
+            tab_dev = cell(tab_ops, ENDPOINTS[TAB][0])
+            assert tab_dev.locator("button.deploy").count() == 1 and tab_dev.locator("button.rollback").count() == 1
+            assert tab_ops.locator(f"tr.model-row[data-model='{TEXT}'] button").count() == 0
+            assert cell(tab_ops, dev).locator(".serving-version").inner_text() == "v1"  # seen, not touched
             dark = signed_in("viewer", color_scheme="dark")
             background = dark.evaluate("getComputedStyle(document.body).backgroundColor")
             assert background == "rgb(17, 24, 39)", background  # the Airflow UI's dark gray, not white
@@ -367,6 +378,17 @@ def test_the_page_in_chromium_approves_deploys_and_promotes_as_the_user_and_a_vi
     assert str(registry.get_model_version_by_alias(TEXT, "production").version) == "1"  # the alias followed
     assert [(e["version"], e["reason"].split(" by ")[0]) for e in ledger(af, prod)] == [
         ("1", "promoted to production"), ("2", "promoted to production"), ("1", "promoted to production")]
+    from demo.local_airflow import AirflowApiError, AirflowRest
+
+    tab_ops = AirflowRest(af.url, user="tab-ops", password=passwords["tab-ops"])
+    with pytest.raises(AirflowApiError, match=": 403 "):  # Airflow itself refuses what the page hid
+        tab_ops.trigger(f"{TEXT}__deploy", {"action": "rollback", "endpoint": dev}, logical_date=None)
+    request = urllib.request.Request(f"{af.url}/ml-models/endpoints/{dev}/rollback", data=f"model={TEXT}".encode(),
+                                     headers={"Authorization": f"Bearer {tab_ops.token()}",
+                                              "Content-Type": "application/x-www-form-urlencoded"}, method="POST")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 403 and f"may not trigger {TEXT}__deploy".encode() in refused.value.read()
     with pytest.raises(urllib.error.HTTPError) as anonymous:
         urllib.request.urlopen(f"{af.url}/ml-models/", timeout=10)
     assert anonymous.value.code == 401

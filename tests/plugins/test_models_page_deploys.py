@@ -201,3 +201,15 @@ def test_a_model_whose_spec_is_broken_shows_its_endpoints_with_the_error_and_no_
     assert "data-endpoint='demo-text'" in row and "<form" not in row  # its DAGs do not load: nothing to trigger
     assert "class='rollback'" in cell(html, "ml-default")  # the others keep theirs
     assert data.deploy_dag_of("demo-local") == "demo_classifier__deploy"
+
+
+def test_promote_is_offered_only_while_the_next_level_serves_another_version(page):
+    from ml_models_ui import data, render
+
+    production = data.Level("production", "demo-text-production")
+    development = data.Level("development", "demo-text", production)
+    row = data.ModelRow("demo_moderation", [], [], [development, production], "demo_moderation__deploy")
+    serving = data.Endpoint("demo-text", [{**SERVING, "model": "demo_moderation", "version": "4"}])
+    offered = render.level_cell(row, development, serving, "/p", True, ["4"], None, False, next_serves="3")
+    assert "Promote v4 to production" in offered
+    assert "promote" not in render.level_cell(row, development, serving, "/p", True, ["4"], None, False, next_serves="4")

@@ -83,8 +83,6 @@ def training_pipeline(s: TrainingSettings):
     from ml.training_config import ESTIMATORS
     from operators.alerts import task_failure_alert
     from operators.artifact_root import artifact_root
-    from airflow.sdk import chain
-
     from operators.deploy.steps import deploy_steps
     from operators.extract.published_snapshots import training_snapshots_asset
     from operators.extract.sql_to_parquet import extract_operator
@@ -267,13 +265,14 @@ def _promotion_path(s: TrainingSettings, version, first_deploy) -> None:
         else:
             wait = AwaitEvidenceOperator(task_id=f"evidence_{level.name}", version=version, lower=below, higher=here,
                                          rules=rules, window_minutes=window)
+        waits = [wait]
         if rules.get("feedback_table"):  # and, on labelled feedback, accuracy at or above the floor
             from operators.deploy.feedback import FeedbackAccuracyOperator
 
-            wait = [wait, FeedbackAccuracyOperator(
+            waits.append(FeedbackAccuracyOperator(
                 task_id=f"feedback_{level.name}", version=version, endpoint=below, conn_id=s.source_conn_id,
                 table=rules["feedback_table"], label=s.target, floor=rules["accuracy_floor"],
-                min_rows=rules.get("feedback_min_rows", 1))]
+                min_rows=rules.get("feedback_min_rows", 1)))
         promote = PromoteModelOperator(task_id=f"promote_{level.name}", model_name="{{ params.model_name }}",
                                        version=version, aliases=[level.name])
         deploy, _, _ = deploy_steps(
@@ -282,5 +281,5 @@ def _promotion_path(s: TrainingSettings, version, first_deploy) -> None:
             endpoint=level.endpoint, target=level.target, target_conn_id=level.conn_id)
         restore = RestoreAliasesOperator(task_id=f"restore_aliases_{level.name}", model_name="{{ params.model_name }}",
                                          promote_task_id=f"promote_{level.name}")
-        chain(upstream, *(wait if isinstance(wait, list) else [wait]), promote, deploy, restore)
+        chain(upstream, *waits, promote, deploy, restore)
         below, upstream = here, deploy

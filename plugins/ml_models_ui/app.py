@@ -54,13 +54,12 @@ def create_app() -> FastAPI:
         approvals, cells = data.pending_approvals(), {}
         for row in rows:
             may = not row.problem and _allowed(user, "POST", row.deploy_dag)
-            train_dag = row.deploy_dag.removesuffix("__deploy") + "__train"
             for level in row.levels:
-                approval = approvals.get((train_dag, level.name))
+                approval = approvals.get((row.train_dag, level.name))
                 above = by_name.get(level.next.endpoint) if level.next else None
                 cells[(row.name, level.endpoint)] = render.level_cell(
                     row, level, by_name.get(level.endpoint), PREFIX, may, versions.get(row.name, []), approval,
-                    bool(approval) and _allowed(user, "PUT", train_dag, "HITL_DETAIL"),
+                    bool(approval) and _allowed(user, "PUT", row.train_dag, "HITL_DETAIL"),
                     str(above.serving["version"]) if above and above.serving else None)
         table = (render.filters(sorted({o for r in all_rows for o in r.owners}),
                                 sorted({t for r in all_rows for t in r.tags}), owner, tag)
@@ -71,8 +70,9 @@ def create_app() -> FastAPI:
                           for m in registered if m.name in shown or not (owner or tag))
                   or "<p>No registered model yet.</p>")
         dags = data.deploy_dags(all_rows)
+        listed = {level.endpoint for row in rows for level in row.levels}
         ledgers = "".join(render.endpoint_section(e, PREFIX, False, data.deploy_dag_of(e.name, dags))
-                          for e in endpoint_list if e.name in {l.endpoint for r in rows for l in r.levels})
+                          for e in endpoint_list if e.name in listed)
         return render.page("Models & endpoints",
                            f"{note}<h2>Models by service level</h2>{table}<h2>Registered versions</h2>{models}"
                            f"<h2>Endpoint ledgers</h2>{ledgers or '<p>No endpoint has a deploy yet.</p>'}")

@@ -155,6 +155,7 @@ class ModelRow:
     tags: list[str]
     levels: list[Level]
     deploy_dag: str
+    train_dag: str  # whose runs may wait for a person's approval of a promotion
     problem: str | None = None  # the spec's error: its DAGs do not load, so no button acts on them
 
     def matches(self, owner: str | None, tag: str | None) -> bool:
@@ -177,8 +178,9 @@ def model_rows(endpoint_list: list[Endpoint]) -> list[ModelRow]:
         levels = [Level(level.name, level.endpoint) for level in spec.levels]
         for lower, higher in zip(levels, levels[1:]):
             lower.next = higher
-        rows.append(ModelRow(spec.name, list(spec.owners), list(spec.raw.get("tags", [])), levels,
-                             dag_ids(spec.name)["deploy"]))
+        ids = dag_ids(spec.name)
+        rows.append(ModelRow(spec.name, list(spec.owners), list(spec.raw.get("tags", [])), levels, ids["deploy"],
+                             ids["train"]))
     named = {level.endpoint for row in rows for level in row.levels}
     others: dict[str, list[Level]] = {}
     for e in endpoint_list:
@@ -187,9 +189,10 @@ def model_rows(endpoint_list: list[Endpoint]) -> list[ModelRow]:
             others.setdefault(model, []).append(Level("endpoint", e.name))
     for model, levels in sorted(others.items()):
         if model in broken:  # a model whose spec is broken: its endpoints, said as such, without buttons
-            rows.append(ModelRow(model, [], [], levels, dag_ids(model)["deploy"], broken[model]))
+            ids = dag_ids(model)
+            rows.append(ModelRow(model, [], [], levels, ids["deploy"], ids["train"], broken[model]))
         else:
-            rows.append(ModelRow(model, [], [], levels, "ml_deploy"))
+            rows.append(ModelRow(model, [], [], levels, "ml_deploy", "ml_training_pipeline"))
     return rows
 
 
@@ -219,9 +222,7 @@ class Approval:
     dag_id: str
     run_id: str
     task_id: str
-    map_index: int
     subject: str
-    body: str
 
     @property
     def level(self) -> str:
@@ -239,15 +240,14 @@ def pending_approvals() -> dict[tuple[str, str], Approval]:
 
     with create_session() as session:
         found = session.execute(
-            select(TaskInstance.dag_id, TaskInstance.run_id, TaskInstance.task_id, TaskInstance.map_index,
-                   HITLDetail.subject, HITLDetail.body)
+            select(TaskInstance.dag_id, TaskInstance.run_id, TaskInstance.task_id, HITLDetail.subject)
             .join(TaskInstance, TaskInstance.id == HITLDetail.ti_id)
             .where(HITLDetail.responded_at.is_(None), TaskInstance.state.in_(("awaiting_input", "deferred")),
                    TaskInstance.task_id.startswith("approve_"))
             .order_by(HITLDetail.created_at)).all()
     out = {}
-    for dag_id, run_id, task_id, map_index, subject, body in found:
-        approval = Approval(dag_id, run_id, task_id, map_index, subject, body or "")
+    for dag_id, run_id, task_id, subject in found:
+        approval = Approval(dag_id, run_id, task_id, subject)
         out[(dag_id, approval.level)] = approval
     return out
 

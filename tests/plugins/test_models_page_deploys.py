@@ -65,8 +65,8 @@ def page(monkeypatch):
     versions = [data.Version(str(v), f"file:///m/{v}", 0, [], {"accuracy": 0.9}, {}, "d" * 12, "x")
                 for v in range(25, 0, -1)]
     monkeypatch.setattr(data, "registry_models", lambda: ([data.Model("demo_classifier", {}, versions)], None))
-    waiting = data.Approval("demo_moderation__train", "manual__7", "approve_production", -1,
-                            "Promote demo_moderation to production?", "")
+    waiting = data.Approval("demo_moderation__train", "manual__7", "approve_production",
+                            "Promote demo_moderation to production?")
     monkeypatch.setattr(data, "pending_approvals", lambda: {("demo_moderation__train", "production"): waiting})
     allowed = {"ml_deploy", "ml_training_pipeline", "demo_moderation__deploy", "demo_moderation__train"}
 
@@ -208,7 +208,8 @@ def test_promote_is_offered_only_while_the_next_level_serves_another_version(pag
 
     production = data.Level("production", "demo-text-production")
     development = data.Level("development", "demo-text", production)
-    row = data.ModelRow("demo_moderation", [], [], [development, production], "demo_moderation__deploy")
+    row = data.ModelRow("demo_moderation", [], [], [development, production], "demo_moderation__deploy",
+                        "demo_moderation__train")
     serving = data.Endpoint("demo-text", [{**SERVING, "model": "demo_moderation", "version": "4"}])
     offered = render.level_cell(row, development, serving, "/p", True, ["4"], None, False, next_serves="3")
     assert "Promote v4 to production" in offered

@@ -28,6 +28,7 @@ $(VENV)/.synced: requirements.lock $(UV) examples/keyword_moderation/pyproject.t
 	$(UV) pip sync --quiet --python $(VENV)/bin/python requirements.lock
 	$(UV) pip install --quiet --python $(VENV)/bin/python --no-deps -e examples/keyword_moderation
 	echo "$(CURDIR)" > "$$($(VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/ml_pipelines_checkout.pth"
+	$(VENV)/bin/python -m ml.tree_engine  # the compiled tree engine's kernel into numba's cache (~5 s)
 	touch $@
 
 # Regenerate the lock after editing requirements.txt (or ml/requirements.txt).

@@ -7,7 +7,7 @@ timestamps as seconds since the epoch, and string columns as categories learnt i
 ones; a category never seen in training counts as missing. The encoding is JSON beside the
 estimator's skops file, so the artifact stays data-only and byte-for-byte reproducible. With
 numeric columns only, the matrix is the columns themselves, so the server predicts from the matrix
-it parses (``predict_matrix``) and keeps its fast tree path.
+it parses (``predict_matrix``) and keeps the compiled tree engine (ml/tree_engine.py).
 """
 
 from __future__ import annotations

@@ -128,12 +128,12 @@ def load_model(uri: str, version: str | None = None, predict_timeout: float | No
 
 
 def _accelerate(loaded: LoadedModel, warm, expected: list[Any]) -> None:
-    """The built-in tree models' vectorised walk for request-sized batches, kept only if it gives
-    the same predictions as scikit-learn on the held-out rows."""
+    """The built-in HistGradientBoosting models' compiled tree engine (ml/tree_engine.py), kept only
+    if it gives the same predictions as scikit-learn on the held-out rows."""
     pipeline = getattr(loaded.model, "pipeline", None)
     if pipeline is None:
         return
-    from ml.serving.fast_trees import accelerate
+    from ml.tree_engine import accelerate
 
     if (changed := accelerate(pipeline)) is not None and loaded.predict(warm) != expected:
         del changed._predict_iterations

@@ -23,7 +23,14 @@ $(UV):
 
 # The lock pins every package; the .pth puts this checkout (ml/, operators/, demo/) on the path;
 # the example team model (examples/keyword_moderation, numpy only) is installed as a team installs theirs.
+# mysqlclient (the mysql provider's driver) compiles against MariaDB's client library: installed
+# here with pkg-config when missing and apt-get can (root on Debian/Ubuntu).
 $(VENV)/.synced: requirements.lock $(UV) examples/keyword_moderation/pyproject.toml
+	@pkg-config --exists libmariadb 2>/dev/null || pkg-config --exists mysqlclient 2>/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing libmariadb-dev and pkg-config (mysqlclient builds against them)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libmariadb-dev pkg-config >/dev/null; \
+	  else echo "error: mysqlclient needs MariaDB's or MySQL's client headers: apt-get install libmariadb-dev pkg-config" >&2; exit 1; fi; }
 	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(VENV)
 	$(UV) pip sync --quiet --python $(VENV)/bin/python requirements.lock
 	$(UV) pip install --quiet --python $(VENV)/bin/python --no-deps -e examples/keyword_moderation
@@ -75,10 +82,11 @@ model-dags: venv
 load-test: venv
 	$(VENV)/bin/python -m tests.load
 
-# extract.py needs the local PostgreSQL; serving.py needs wrk (apt-get install wrk).
+# extract.py needs the local PostgreSQL and MariaDB; serving.py needs wrk (apt-get install wrk).
 benchmarks: venv
 	$(VENV)/bin/python benchmarks/dag_parse.py
 	$(VENV)/bin/python benchmarks/extract.py
+	$(VENV)/bin/python benchmarks/extract.py --source mariadb
 	$(VENV)/bin/python benchmarks/serving.py
 	$(VENV)/bin/python benchmarks/serving_profile.py
 	$(VENV)/bin/python benchmarks/pipeline.py

@@ -77,7 +77,7 @@ def refuse_infinities(table, schema) -> None:
     found = {}
     for feature in schema.features:
         if feature.kind == "number":
-            values = table.column(feature.name).cast(pa.float64()).to_numpy(zero_copy_only=False)
+            values = table.column(feature.name).cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False)
             if (n := int(np.isinf(values).sum())):
                 found[feature.name] = n
     if found:

@@ -162,7 +162,9 @@ class CompiledForests:
         self.predictors = predictors
 
     def add_raw(self, X: np.ndarray, raw: np.ndarray, n_threads: int = 1) -> None:
-        X = np.ascontiguousarray(X, dtype=np.float64)
+        X = np.asarray(X, dtype=np.float64)
+        if not (X.flags.c_contiguous or X.flags.f_contiguous):
+            X = np.ascontiguousarray(X)
         parts = max(1, min(n_threads, len(X) // ROWS_PER_THREAD))
         for k, forest in enumerate(self.forests):
             column = np.ascontiguousarray(raw[:, k])
@@ -220,7 +222,8 @@ def warm() -> None:
     for leaves in (4, 40):
         model = HistGradientBoostingRegressor(max_iter=2, max_leaf_nodes=leaves, min_samples_leaf=2)
         forests = CompiledForests(model.fit(X, X[:, 0]))
-        forests.add_raw(X[:2], np.zeros((2, 1), order="F"))
+        for order in ("C", "F"):  # row-major requests, column-major batches
+            forests.add_raw(np.asarray(X[:2], order=order), np.zeros((2, 1), order="F"))
 
 
 if __name__ == "__main__":

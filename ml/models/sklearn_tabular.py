@@ -89,7 +89,9 @@ class Encoding:
             columns.append(entry)
         return cls(columns)
 
-    def matrix(self, table):
+    def matrix(self, table, order: str = "C"):
+        """The float64 matrix, row-major, or column-major (``order="F"``: each column one copy,
+        what the compiled tree engine reads without another)."""
         import numpy as np
         import pyarrow as pa
         import pyarrow.compute as pc
@@ -97,8 +99,8 @@ class Encoding:
         parts = []
         for c in self.columns:
             column = table.column(c["name"])
-            if c["encode"] == "value":
-                parts.append(column.cast(pa.float64()).to_numpy(zero_copy_only=False))
+            if c["encode"] == "value":  # an integer above 2**53 or a decimal: its nearest float64
+                parts.append(column.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False))
             elif c["encode"] == "seconds":
                 micros = column.cast(pa.timestamp("us")).cast(pa.int64()).to_numpy(zero_copy_only=False)
                 parts.append(micros.astype(np.float64) / 1e6)
@@ -115,7 +117,15 @@ class Encoding:
                     parts.append(onehot)
         if not parts:
             return np.empty((table.num_rows, 0))
-        return np.column_stack(parts)
+        if order == "C":
+            return np.column_stack(parts)
+        out = np.empty((table.num_rows, sum(1 if p.ndim == 1 else p.shape[1] for p in parts)), order="F")
+        at = 0
+        for part in parts:
+            width = 1 if part.ndim == 1 else part.shape[1]
+            out[:, at:at + width] = part.reshape(len(part), width)
+            at += width
+        return out
 
     def to_json(self) -> bytes:
         return json.dumps({"columns": self.columns}, indent=1, sort_keys=True, ensure_ascii=False).encode()
@@ -185,7 +195,10 @@ class SklearnModel(Model):
         return matrix, self.pipeline.steps[-1][1]
 
     def predict(self, features):
-        matrix, estimator = self._final(self.encoding.matrix(features))
+        # column-major for the compiled tree engine (no row-major copy); row-major for the rest,
+        # whose BLAS calls could round differently on another layout
+        engine = "_predict_iterations" in vars(self.pipeline.steps[-1][1])
+        matrix, estimator = self._final(self.encoding.matrix(features, "F" if engine else "C"))
         return estimator.predict(matrix)
 
     def predict_matrix(self, matrix):

@@ -149,7 +149,7 @@ class TextClassifier(Model):
         import pyarrow as pa
 
         names = self.columns["numeric"]
-        values = np.column_stack([table.column(n).cast(pa.float64()).to_numpy(zero_copy_only=False) for n in names])
+        values = np.column_stack([table.column(n).cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False) for n in names])
         scaled = (values - np.asarray(self.scaling["mean"])) / np.asarray(self.scaling["scale"])
         return np.nan_to_num(scaled, nan=0.0)  # missing: the training mean
 
@@ -202,7 +202,7 @@ class TextClassifier(Model):
 
             self.declare_features(FeatureSchema.from_table(features))
         if self.columns["numeric"]:
-            raw = np.column_stack([features.column(n).cast(pa.float64()).to_numpy(zero_copy_only=False)
+            raw = np.column_stack([features.column(n).cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False)
                                    for n in self.columns["numeric"]])
             mean, scale = np.nanmean(raw, axis=0), np.nanstd(raw, axis=0)
             self.scaling = {"mean": np.nan_to_num(mean).tolist(),

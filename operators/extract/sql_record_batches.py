@@ -2,6 +2,8 @@
 
 PostgreSQL: ADBC's driver runs ``COPY (query) TO STDOUT (FORMAT binary)`` and decodes
 straight into Arrow, keeping types exact (NaN and NULL stay distinct, so do '' and NULL).
+MySQL and MariaDB: a server-side cursor, each column cast in Arrow from the server's text to
+the type its metadata names (mysql_batches.py).
 Any other common-sql connection: DB-API ``fetchmany`` batches converted with pyarrow.
 """
 
@@ -88,6 +90,15 @@ def dbapi_batches(
         conn.close()
 
 
+def _is_mysql(hook: Any) -> bool:
+    """A MySqlHook, checked without importing the mysql provider where it is not installed."""
+    try:
+        from airflow.providers.mysql.hooks.mysql import MySqlHook
+    except ImportError:
+        return False
+    return isinstance(hook, MySqlHook)
+
+
 def _chain(first: list, rest: Iterator) -> Iterator:
     yield from first
     yield from rest
@@ -95,12 +106,22 @@ def _chain(first: list, rest: Iterator) -> Iterator:
 
 @contextmanager
 def record_batches(hook: Any, sql: str, batch_rows: int = 100_000):
-    """Pick the fast path for PostgreSQL hooks, the generic DB-API path otherwise."""
+    """Pick the fast path for PostgreSQL hooks and for MySQL/MariaDB hooks on mysqlclient (the
+    provider's default client), the generic DB-API path otherwise."""
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 
     if isinstance(hook, PostgresHook):
         with postgres_batches(hook, sql) as result:
             yield result
+    elif _is_mysql(hook):
+        from operators.extract.mysql_batches import mysql_batches, uses_mysqlclient
+
+        if uses_mysqlclient(hook):
+            with mysql_batches(hook, sql, batch_rows) as result:
+                yield result
+        else:
+            with dbapi_batches(hook, sql, batch_rows) as result:
+                yield result
     else:
         with dbapi_batches(hook, sql, batch_rows) as result:
             yield result

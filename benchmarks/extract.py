@@ -56,13 +56,16 @@ import json, resource, sys, time, os
 process_start = time.perf_counter()
 method, dsn, table, out = sys.argv[1:5]
 rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+if dsn.startswith("mysql://"):  # mysql://root@host:port/database
+    from urllib.parse import urlsplit
+    mysql = urlsplit(dsn)
+    mysql_cli = ["mariadb", "-uroot", "-h", mysql.hostname, "-P", str(mysql.port), "--batch", "--skip-column-names",
+                 mysql.path.lstrip("/"), "-e"]
 # 1. imports each method needs (a worker has them loaded already), outside the timed region
 if method in ("operator", "operator_text"):
     if dsn.startswith("mysql://"):
-        host_db = dsn.removeprefix("mysql://root@")
         os.environ["AIRFLOW_CONN_BENCH_SOURCE"] = json.dumps({"conn_type": "mysql", "login": "root",
-            "host": host_db.split(":")[0], "port": int(host_db.split(":")[1].split("/")[0]),
-            "schema": host_db.rsplit("/", 1)[1]})
+            "host": mysql.hostname, "port": mysql.port, "schema": mysql.path.lstrip("/")})
         import MySQLdb
         from airflow.providers.mysql.hooks.mysql import MySqlHook
     else:
@@ -104,15 +107,10 @@ elif method == "pandas":
     rows = len(frame)
 elif method == "mariadb_dump":  # the server's rows as text, no types: the floor of any client
     import subprocess
-    host_db = dsn.removeprefix("mysql://root@")
     with open(os.devnull, "wb") as sink:
-        subprocess.run(["mariadb", "-uroot", "-h", host_db.split(":")[0], "-P", host_db.split(":")[1].split("/")[0],
-                        "--quick", "--batch", "--skip-column-names", host_db.rsplit("/", 1)[1], "-e",
-                        f"SELECT * FROM {table}"], stdout=sink, check=True)
-    rows = int(subprocess.run(["mariadb", "-uroot", "-h", host_db.split(":")[0], "-P",
-                               host_db.split(":")[1].split("/")[0], "--batch", "--skip-column-names",
-                               host_db.rsplit("/", 1)[1], "-e", f"SELECT COUNT(*) FROM {table}"],
-                              capture_output=True, text=True, check=True).stdout)
+        subprocess.run(["mariadb", "--quick", *mysql_cli[1:], f"SELECT * FROM {table}"], stdout=sink, check=True)
+    rows = int(subprocess.run([*mysql_cli, f"SELECT COUNT(*) FROM {table}"], capture_output=True, text=True,
+                              check=True).stdout)
 elif method in ("copy_text", "copy_binary"):
     fmt = "" if method == "copy_text" else " (FORMAT binary)"
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur, open(os.devnull, "wb") as sink:

@@ -31,8 +31,15 @@ def read_snapshot(uri: str, fs: fsspec.AbstractFileSystem | None = None) -> tupl
     return manifest, table
 
 
+def float_values(column):
+    """A numeric (or boolean) column as float64 NumPy, nulls NaN: what every model sees. An
+    integer above 2**53 (a BIGINT UNSIGNED at its maximum) or a decimal becomes its nearest
+    float64; pyarrow's default safe cast would refuse it."""
+    return column.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False)
+
+
 def feature_matrix(table: pa.Table, names: list[str]):
     """The float64 matrix of ``names`` (in that order); nulls become NaN."""
     import numpy as np
 
-    return np.column_stack([table.column(n).cast("float64").to_numpy(zero_copy_only=False) for n in names])
+    return np.column_stack([float_values(table.column(n)) for n in names])

@@ -72,12 +72,13 @@ def target_values(table, target: str):
 
 def refuse_infinities(table, schema) -> None:
     import numpy as np
-    import pyarrow as pa
+
+    from ml.snapshots import float_values
 
     found = {}
     for feature in schema.features:
         if feature.kind == "number":
-            values = table.column(feature.name).cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False)
+            values = float_values(table.column(feature.name))
             if (n := int(np.isinf(values).sum())):
                 found[feature.name] = n
     if found:

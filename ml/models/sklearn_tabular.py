@@ -96,11 +96,13 @@ class Encoding:
         import pyarrow as pa
         import pyarrow.compute as pc
 
+        from ml.snapshots import float_values
+
         parts = []
         for c in self.columns:
             column = table.column(c["name"])
-            if c["encode"] == "value":  # an integer above 2**53 or a decimal: its nearest float64
-                parts.append(column.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False))
+            if c["encode"] == "value":
+                parts.append(float_values(column))
             elif c["encode"] == "seconds":
                 micros = column.cast(pa.timestamp("us")).cast(pa.int64()).to_numpy(zero_copy_only=False)
                 parts.append(micros.astype(np.float64) / 1e6)

@@ -146,10 +146,11 @@ class TextClassifier(Model):
 
     def _numeric(self, table):
         import numpy as np
-        import pyarrow as pa
+
+        from ml.snapshots import float_values
 
         names = self.columns["numeric"]
-        values = np.column_stack([table.column(n).cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False) for n in names])
+        values = np.column_stack([float_values(table.column(n)) for n in names])
         scaled = (values - np.asarray(self.scaling["mean"])) / np.asarray(self.scaling["scale"])
         return np.nan_to_num(scaled, nan=0.0)  # missing: the training mean
 
@@ -193,7 +194,6 @@ class TextClassifier(Model):
     # -- the interface --------------------------------------------------------------------------
     def fit(self, features, target) -> None:
         import numpy as np
-        import pyarrow as pa
         from sklearn.feature_extraction.text import TfidfTransformer
         from sklearn.linear_model import LogisticRegression
 
@@ -202,8 +202,9 @@ class TextClassifier(Model):
 
             self.declare_features(FeatureSchema.from_table(features))
         if self.columns["numeric"]:
-            raw = np.column_stack([features.column(n).cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False)
-                                   for n in self.columns["numeric"]])
+            from ml.snapshots import float_values
+
+            raw = np.column_stack([float_values(features.column(n)) for n in self.columns["numeric"]])
             mean, scale = np.nanmean(raw, axis=0), np.nanstd(raw, axis=0)
             self.scaling = {"mean": np.nan_to_num(mean).tolist(),
                             "scale": np.where(np.nan_to_num(scale) > 0, np.nan_to_num(scale), 1.0).tolist()}

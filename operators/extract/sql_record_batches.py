@@ -110,18 +110,14 @@ def record_batches(hook: Any, sql: str, batch_rows: int = 100_000):
     provider's default client), the generic DB-API path otherwise."""
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 
+    from operators.extract.mysql_batches import mysql_batches, uses_mysqlclient
+
     if isinstance(hook, PostgresHook):
         with postgres_batches(hook, sql) as result:
             yield result
-    elif _is_mysql(hook):
-        from operators.extract.mysql_batches import mysql_batches, uses_mysqlclient
-
-        if uses_mysqlclient(hook):
-            with mysql_batches(hook, sql, batch_rows) as result:
-                yield result
-        else:
-            with dbapi_batches(hook, sql, batch_rows) as result:
-                yield result
+    elif _is_mysql(hook) and uses_mysqlclient(hook):
+        with mysql_batches(hook, sql, batch_rows) as result:
+            yield result
     else:
         with dbapi_batches(hook, sql, batch_rows) as result:
             yield result

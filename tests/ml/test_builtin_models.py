@@ -131,3 +131,20 @@ def test_the_text_model_refuses_a_bad_n_jobs(n_jobs):
 
     with pytest.raises(ValueError, match="n_jobs must be a positive integer"):
         TextClassifier(n_jobs=n_jobs)
+
+
+def test_numbers_too_wide_for_float64_become_their_nearest_float64():
+    """A BIGINT UNSIGNED at its maximum or a DECIMAL(38, 10): every model's matrix (and the
+    server's warm-up rows) reads them, where pyarrow's safe cast refuses."""
+    from decimal import Decimal
+
+    from ml.snapshots import feature_matrix
+
+    table = pa.table({"u": pa.array([2 ** 64 - 1, None], pa.uint64()),
+                      "d": pa.array([Decimal("1234567890123456789012345678.0123456789"), Decimal("-1E-10")],
+                                    pa.decimal128(38, 10))})
+    with pytest.raises(pa.ArrowInvalid):
+        table.column("u").cast(pa.float64())
+    matrix = feature_matrix(table, ["u", "d"])
+    assert matrix[0, 0] == float(2 ** 64 - 1) and str(matrix[1, 0]) == "nan"
+    assert matrix[0, 1] == 1.2345678901234568e27 and matrix[1, 1] == -1e-10

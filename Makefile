@@ -11,6 +11,8 @@ export UV_CACHE_DIR := $(CURDIR)/.cache/uv
 export UV_COMPILE_BYTECODE := 1
 
 PORT ?= 8080
+# make airflow WORKERS=N: the CeleryExecutor with N workers (and a training worker) on the local Redis
+WORKERS ?= 0
 
 .PHONY: venv lock demo demo-stop check-specs model-dags test load-test benchmarks clean airflow airflow-stop stack stack-stop container-tools
 
@@ -101,9 +103,18 @@ clean: airflow-stop demo-stop
 	rm -rf .demo .pytest_cache
 
 # A real local Airflow (api-server, scheduler, dag-processor, triggerer; LocalExecutor) on the
-# demo's embedded defaults, in .demo/. Prints the UI's URL, user and password.
+# demo's embedded defaults, in .demo/. Prints the UI's URL, user and password. WORKERS=N: the
+# CeleryExecutor with N workers and a training worker on the local Redis, PostgreSQL metadata.
 airflow: venv
-	$(VENV)/bin/python -m demo.local_airflow start --port $(PORT)
+	$(VENV)/bin/python -m demo.local_airflow start --port $(PORT) --workers $(WORKERS)
 
 airflow-stop:
 	@[ ! -x $(VENV)/bin/python ] || $(VENV)/bin/python -m demo.local_airflow stop
+
+# The compose stack (docker-compose.yaml) from this repository's images: CeleryExecutor, Redis,
+# WORKERS=N replicas of airflow-worker (at least one) and the training worker.
+stack: venv container-tools
+	WORKERS=$(WORKERS) $(VENV)/bin/python -m demo.stack up
+
+stack-stop:
+	@[ ! -x $(VENV)/bin/python ] || $(VENV)/bin/python -m demo.stack down

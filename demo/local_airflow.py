@@ -1,9 +1,15 @@
 """A real local Airflow: api-server (UI + REST API), scheduler, dag-processor and triggerer as
 separate processes with the LocalExecutor, on the demo's embedded defaults (or any metadata
-database), everything under one folder.
+database), everything under one folder; or, with workers, the CeleryExecutor: N Celery workers
+(distinct hostnames) on this machine's Redis, PostgreSQL for the metadata and Celery's results.
 
     python -m demo.local_airflow start [--dir .demo] [--port 8080]   # `make airflow`
+    python -m demo.local_airflow start --workers 2                   # `make airflow WORKERS=2`
     python -m demo.local_airflow stop  [--dir .demo]                 # `make airflow-stop`
+
+With N workers: ``worker-1`` .. ``worker-N`` take the default, scoring and deploy queues and
+``trainer-1`` takes training (operators/workers.py), so a long training never holds the slots
+a deploy or a sensor needs.
 
 ``stop`` ends exactly the process groups ``start`` recorded in ``<dir>/airflow/pids/``; a model
 server the pipeline started (its own session) keeps serving (``make demo-stop`` ends it).
@@ -28,9 +34,13 @@ from pathlib import Path
 from typing import Any
 
 from demo.environment import REPO, demo_environment
+from operators.workers import queue
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 USER = "admin"
+BROKER_URL = "redis://127.0.0.1:6379/0"
+CELERY_METADATA = "postgresql+psycopg2://127.0.0.1:5432/ml_airflow"  # `make airflow WORKERS=N`'s default
+GENERAL_QUEUES = ("default", "scoring", "deploy")
 
 
 def free_port() -> int:
@@ -114,9 +124,9 @@ class AirflowRest:
         raise TimeoutError(f"{dag_id} run {run_id} not finished after {timeout:.0f}s: "
                            f"{ {t: ti['state'] for t, ti in self.task_instances(dag_id, run_id).items()} }")
 
-    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1, map_index: int = -1) -> str:
         path = (f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances/{task_id}"
-                f"/logs/{try_number}?full_content=true")
+                f"/logs/{try_number}?full_content=true&map_index={map_index}")
         answer = self.api("GET", path)
         content = answer.get("content", answer) if isinstance(answer, dict) else answer
         if isinstance(content, list):
@@ -130,8 +140,18 @@ class LocalAirflow(AirflowRest):
     """The four Airflow components as processes, and the REST client for the API they serve."""
 
     def __init__(self, demo_dir: str | os.PathLike, port: int = 8080, metadata_uri: str | None = None,
-                 extra_env: dict[str, str] | None = None, airflow_bin: str | None = None):
+                 extra_env: dict[str, str] | None = None, airflow_bin: str | None = None, workers: int = 0,
+                 training_workers: int = 1, worker_concurrency: int = 2, broker_url: str | None = None):
+        """``workers`` > 0: the CeleryExecutor with that many general workers and
+        ``training_workers`` training workers (concurrency 1 each: one training per worker)."""
         super().__init__(f"http://127.0.0.1:{port}")
+        if workers and (metadata_uri or "sqlite").startswith("sqlite"):
+            raise ValueError("the CeleryExecutor needs a metadata database its workers can share, not SQLite: give a "
+                             f"PostgreSQL URI (make airflow WORKERS=N uses {CELERY_METADATA})")
+        self.broker_url = broker_url or os.environ.get("ML_CELERY_BROKER_URL", BROKER_URL)
+        self.workers = {f"worker-{i}": (GENERAL_QUEUES, worker_concurrency) for i in range(1, workers + 1)}
+        if workers:
+            self.workers.update({f"trainer-{i}": ((queue("training"),), 1) for i in range(1, training_workers + 1)})
         self.demo = Path(demo_dir).resolve()
         self.home = self.demo / "airflow"
         self.port = port
@@ -140,11 +160,13 @@ class LocalAirflow(AirflowRest):
         self.airflow = airflow_bin or str(Path(sys.executable).parent / "airflow")
         passwords = self.home / "passwords.json"
         jwt_secret = self.home / "jwt-secret"
+        slots = sum(c for _, c in self.workers.values())
         self.env = {
             **os.environ,
             **demo_environment(self.demo, metadata_uri),
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor" if workers else "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": str(max(4, slots)),
+            **(celery_settings(self.broker_url, metadata_uri, worker_concurrency) if workers else {}),
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
             "AIRFLOW__API__PORT": str(port),
             "AIRFLOW__API__HOST": "127.0.0.1",
@@ -182,9 +204,18 @@ class LocalAirflow(AirflowRest):
         if code != 0:
             raise RuntimeError(f"airflow db migrate failed (exit {code}); see {log}")
 
+    @property
+    def components(self) -> tuple[str, ...]:
+        return COMPONENTS + tuple(self.workers)
+
+    def _recorded(self) -> list[str]:
+        """Every component with a pid file: what ``start`` started, also from another process
+        (``make airflow-stop`` does not know how many workers ``make airflow`` started)."""
+        return [p.stem for p in sorted(self.pids_dir.glob("*.pid"))] if self.pids_dir.exists() else []
+
     def running(self) -> dict[str, int]:
         alive = {}
-        for component in COMPONENTS:
+        for component in self._recorded():
             pid_file = self.pids_dir / f"{component}.pid"
             if pid_file.exists():
                 pid = int(pid_file.read_text())
@@ -201,34 +232,68 @@ class LocalAirflow(AirflowRest):
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", self.port)) == 0:
                 raise RuntimeError(f"port {self.port} is taken; choose another with PORT=... (make airflow PORT=8081)")
+        if self.workers:
+            check_broker(self.broker_url)
         self.prepare()
         self.pids_dir.mkdir(parents=True, exist_ok=True)
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         for component in COMPONENTS:
-            out = open(self.logs_dir / f"{component}.log", "ab")
-            proc = subprocess.Popen([self.airflow, component], env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True, cwd=self.home)  # its own process group: stop ends all of it
-            (self.pids_dir / f"{component}.pid").write_text(str(proc.pid))
+            self._spawn(component, [self.airflow, component], self.env)
+        for name in self.workers:
+            self.start_worker(name)
         try:
             self.wait_until_ready(timeout)
         except BaseException:
             self.stop()
             raise
 
+    def _spawn(self, component: str, argv: list[str], env: dict[str, str]) -> None:
+        out = open(self.logs_dir / f"{component}.log", "ab")
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, cwd=self.home)  # its own process group: stop ends all of it
+        (self.pids_dir / f"{component}.pid").write_text(str(proc.pid))
+
+    def start_worker(self, name: str) -> None:
+        """One Celery worker (again, after ``kill_worker``): its own hostname (in task instances,
+        logs and manifests), its queues. Logs are read from the shared log folder, so it serves
+        none of its own."""
+        queues, concurrency = self.workers[name]
+        (self.logs_dir / f"{name}.log").unlink(missing_ok=True)  # readiness is read from this log
+        self._spawn(name, [self.airflow, "celery", "worker", "--celery-hostname", f"{name}@%h", "--queues",
+                           ",".join(queues), "--concurrency", str(concurrency), "--skip-serve-logs"],
+                    {**self.env, "ML_WORKER_HOSTNAME": name,
+                     "AIRFLOW__CORE__HOSTNAME_CALLABLE": "operators.workers.worker_hostname"})
+
+    def kill_worker(self, name: str) -> int:
+        """SIGKILL a worker's whole process group (the worker, its pool and the tasks it runs), as
+        when its machine dies; returns the group's id."""
+        pid = self.running()[name]
+        os.killpg(pid, signal.SIGKILL)
+        while _group_alive(pid):
+            time.sleep(0.05)
+        (self.pids_dir / f"{name}.pid").unlink(missing_ok=True)
+        return pid
+
+    def _workers_ready(self) -> list[str]:
+        """The workers whose log says Celery's ``ready.`` (connected to the broker, consuming)."""
+        return [w for w in self.workers if (log := self.logs_dir / f"{w}.log").exists()
+                and b" ready." in log.read_bytes()]
+
     def wait_until_ready(self, timeout: float) -> None:
         """The API answers, the scheduler and triggerer are healthy, and both DAGs are parsed."""
         deadline = time.monotonic() + timeout
         last: Any = None
         while time.monotonic() < deadline:
-            dead = [c for c in COMPONENTS if c not in self.running()]
+            dead = [c for c in self.components if c not in self.running()]
             if dead:
                 raise RuntimeError(f"{dead} exited at start; see {self.logs_dir}/{dead[0]}.log")
             try:
                 health = self.api("GET", "/api/v2/monitor/health")
                 dags = {d["dag_id"] for d in self.api("GET", "/api/v2/dags")["dags"]}
-                last = (health, dags)
+                waiting = sorted(set(self.workers) - set(self._workers_ready()))
+                last = (health, dags, f"workers not ready: {waiting}")
                 if (health["scheduler"]["status"] == "healthy" and health["triggerer"]["status"] == "healthy"
-                        and {"ml_training_pipeline", "ml_deploy"} <= dags):
+                        and {"ml_training_pipeline", "ml_deploy"} <= dags and not waiting):
                     return
             except (OSError, AirflowApiError, KeyError) as exc:
                 last = exc
@@ -238,7 +303,8 @@ class LocalAirflow(AirflowRest):
     def stop(self, timeout: float = 30) -> list[str]:
         """SIGTERM each recorded process group, SIGKILL what is left after ``timeout``."""
         stopped = []
-        for component in COMPONENTS:
+        recorded = self._recorded()
+        for component in recorded:
             pid_file = self.pids_dir / f"{component}.pid"
             if not pid_file.exists():
                 continue
@@ -255,10 +321,56 @@ class LocalAirflow(AirflowRest):
                 time.sleep(0.2)
             if _group_alive(pid):
                 os.killpg(pid, signal.SIGKILL)
-        for component in COMPONENTS:
+        for component in recorded:
             (self.pids_dir / f"{component}.pid").unlink(missing_ok=True)
         return stopped
 
+
+
+def create_database(uri: str) -> None:
+    """The PostgreSQL database of ``uri``, created when missing (`make airflow WORKERS=N`)."""
+    import psycopg2
+
+    parts = urllib.parse.urlsplit(uri.replace("+psycopg2", "", 1))
+    name = parts.path.lstrip("/")
+    server = urllib.parse.urlunsplit(parts._replace(path="/postgres"))
+    try:
+        conn = psycopg2.connect(server)
+    except psycopg2.OperationalError as exc:
+        raise SystemExit(f"the CeleryExecutor's metadata needs PostgreSQL at {parts.hostname}:{parts.port} ({exc}); "
+                         "start it, or give AIRFLOW_DB=postgresql+psycopg2://user@host/db") from None
+    conn.autocommit = True
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        if cur.fetchone() is None:
+            cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+
+
+def celery_settings(broker_url: str, metadata_uri: str, concurrency: int) -> dict[str, str]:
+    """The CeleryExecutor's settings: the broker, Celery's results in the metadata database."""
+    return {
+        "AIRFLOW__CELERY__BROKER_URL": broker_url,
+        "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + metadata_uri,  # SQLAlchemy's URL after Celery's db+
+        "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(concurrency),
+        # a task still running after this long is redelivered (and the first one ended): a day, said
+        # explicitly, is longer than any training's execution_timeout by default
+        "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "86400",
+    }
+
+
+def check_broker(url: str, timeout: float = 3) -> None:
+    """Redis answers PING at ``url``, or an error that says how to get one."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), timeout=timeout) as s:
+            s.sendall(b"PING\r\n")
+            answer = s.recv(64)
+    except OSError as exc:
+        raise RuntimeError(f"no Redis at {parts.hostname}:{parts.port or 6379} for the Celery broker ({exc}): start "
+                           "one (apt-get install redis-server) or set ML_CELERY_BROKER_URL") from None
+    if not answer.startswith((b"+PONG", b"-NOAUTH")):
+        raise RuntimeError(f"{parts.hostname}:{parts.port} did not answer PING as Redis does: {answer[:40]!r}")
 
 
 def _group_alive(pgid: int) -> bool:
@@ -281,8 +393,16 @@ def main() -> int:
     parser.add_argument("action", choices=["start", "stop"])
     parser.add_argument("--dir", default=str(REPO / ".demo"), help="the demo folder (default: .demo)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS") or 0),
+                        help="Celery workers on this machine's Redis (0: the LocalExecutor)")
+    parser.add_argument("--metadata", default=os.environ.get("AIRFLOW_DB") or None,
+                        help=f"metadata database URI (default: SQLite; with workers {CELERY_METADATA})")
     args = parser.parse_args()
-    local = LocalAirflow(args.dir, port=args.port)
+    metadata = args.metadata
+    if args.action == "start" and args.workers and not metadata:
+        metadata = CELERY_METADATA
+        create_database(metadata)
+    local = LocalAirflow(args.dir, port=args.port, metadata_uri=metadata, workers=args.workers)
     if args.action == "stop":
         stopped = local.stop()
         print(f"stopped {', '.join(stopped)}" if stopped else f"no Airflow was running from {local.home}")
@@ -291,8 +411,9 @@ def main() -> int:
 
     local.demo.mkdir(parents=True, exist_ok=True)
     print(seed_sqlite(local.demo / "source.db", days_at_least=2))
-    print("==> starting api-server, scheduler, dag-processor and triggerer (LocalExecutor); logs in "
-          f"{local.logs_dir}")
+    executor = (f"CeleryExecutor, workers {', '.join(local.workers)} on {local.broker_url}" if local.workers
+                else "LocalExecutor")
+    print(f"==> starting api-server, scheduler, dag-processor and triggerer ({executor}); logs in {local.logs_dir}")
     local.start()
     print(f"""
 Airflow is running: {local.url}

@@ -1,11 +1,12 @@
 """The compose stack (docker-compose.yaml) from this repository's images: `make stack`.
 
     python -m demo.stack up      # build the images, start the stack, print URLs and credentials
+                                 # (WORKERS=N: N replicas of airflow-worker; default 1)
     python -m demo.stack down    # stop it (volumes kept), and a private dockerd if one was started
 
 Secrets (admin password, JWT secret, the model server's admin token) are made once and kept
 in 0600 files under .demo/stack/; compose reads them from the environment. Where the official
-PostgreSQL image cannot be pulled, the test-only override builds one from the Debian base.
+PostgreSQL and Redis images cannot be pulled, the test-only override builds them from the Debian base.
 """
 
 from __future__ import annotations
@@ -45,13 +46,16 @@ class Stack:
         ensure_base_image(self.engine)
         self.engine.build("docker/airflow/Dockerfile", "ml-airflow:0.1.0")
         self.engine.build("docker/serving/Dockerfile", "ml-serving:0.1.0")
-        if not self.engine.has_image("postgres:15-bookworm") and \
-                self.engine.docker("pull", "postgres:15-bookworm", check=False, timeout=300).returncode != 0:
+        if not all(self.engine.has_image(i) for i in ("postgres:15-bookworm", "redis:7.2-bookworm")) and any(
+                self.engine.docker("pull", i, check=False, timeout=300).returncode != 0
+                for i in ("postgres:15-bookworm", "redis:7.2-bookworm")):
             self.engine.build("tests/containers/postgres/Dockerfile", "ml-test-postgres:15")
+            self.engine.build("tests/containers/redis/Dockerfile", "ml-test-redis:7")
             self.files.append(LOCAL_POSTGRES)
 
-    def up(self) -> None:
-        proc = self.compose("up", "-d", "--no-build")
+    def up(self, workers: int = 1) -> None:
+        """``workers``: replicas of ``airflow-worker`` (``--scale airflow-worker=N``)."""
+        proc = self.compose("up", "-d", "--no-build", "--scale", f"airflow-worker={workers}")
         if proc.returncode != 0:
             raise RuntimeError(f"compose up failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
 
@@ -94,8 +98,9 @@ def main() -> int:
         marker.write_text("1")
     else:
         marker.unlink(missing_ok=True)
-    print("==> starting the stack")
-    stack.up()
+    workers = max(1, int(os.environ.get("WORKERS") or 1))
+    print(f"==> starting the stack ({workers} airflow-worker replica(s) and a training worker)")
+    stack.up(workers=workers)
     port = os.environ.get("ML_STACK_API_PORT", "8080")
     if not wait_healthy(f"http://127.0.0.1:{port}/api/v2/monitor/health", 240):
         print(stack.logs()[-5000:])

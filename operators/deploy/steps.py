@@ -8,6 +8,7 @@ from airflow.sdk import Asset
 
 from operators.deploy.ledger import FailIfUpstreamFailedOperator, RecordLedgerOperator
 from operators.deploy.deploy_model import DeployModelOperator
+from operators.workers import queue
 
 ENDPOINT = os.environ.get("ML_ENDPOINT", "local-default")
 # The deploy target is one setting: ML_DEPLOY_TARGET (local, kubernetes, sagemaker, vertex), or else the endpoint
@@ -61,7 +62,7 @@ def deploy_steps(*, model_name, version, reason: str, alias=None, endpoint: str 
     deploy = DeployModelOperator(
         task_id=task_id, model_name=model_name, version=version, alias=alias, endpoint=endpoint,
         target=target, target_conn_id=target_conn_id, reason=reason, min_smoke_accuracy=min_smoke_accuracy,
-        canary_percent=canary_percent, wait_in_task=WAIT_IN_TASK, retries=0,
+        canary_percent=canary_percent, wait_in_task=WAIT_IN_TASK, retries=0, queue=queue("deploy"),
     )
     record = RecordLedgerOperator(task_id=f"record_ledger{suffix}", deploy_task_id=task_id, outlets=ledger_outlets)
     watcher = FailIfUpstreamFailedOperator(task_id=f"fail_if_deploy_failed{suffix}", watched_task_id=task_id)

@@ -35,6 +35,7 @@ def deploy_dag(s: DeploySettings):
     from operators.alerts import task_failure_alert
     from operators.deploy.steps import deploy_steps, endpoint_asset
     from operators.registry.promote_model import PromoteModelOperator
+    from operators.workers import queue
 
     names = [e.name for e in s.endpoints]
     if len(s.endpoints) == 1:
@@ -53,7 +54,7 @@ def deploy_dag(s: DeploySettings):
         default_args={
             **({"owner": s.owner} if s.owner else {}),
             "on_failure_callback": task_failure_alert(s.slack_conn_id),  # Slack, when the connection exists
-            "retries": 1},
+            "retries": 1, "queue": queue("deploy")},
         params={
             "model": Param(s.model_name, type="string", description="registered model name"),
             "version": Param(None, type=["null", "string"], description="version to deploy (or give an alias)"),

@@ -41,6 +41,7 @@ def scoring_dag(s: ScoringSettings):
     from operators.artifact_root import artifact_root
     from operators.extract.sql_to_parquet import extract_operator
     from operators.pipelines import settings
+    from operators.workers import queue
     from operators.scoring.batch_scoring import CommitPredictionsOperator, PlanScoringOperator, ScoreShardOperator
 
     root = artifact_root()
@@ -83,7 +84,7 @@ def scoring_dag(s: ScoringSettings):
         score = ScoreShardOperator.partial(
             task_id="score", model=plan.output["model"], snapshot_uri=extract.output["uri"],
             predictions_root=root + "/predictions/{{ params.model_name }}",
-            max_active_tis_per_dagrun=s.parallel,
+            max_active_tis_per_dagrun=s.parallel, queue=queue("scoring"),
         ).expand(shard=plan.output)
         commit = CommitPredictionsOperator(
             task_id="commit", model_name="{{ params.model_name }}", model=plan.output["model"],

@@ -91,6 +91,7 @@ def training_pipeline(s: TrainingSettings):
     from operators.sensors.artifact_sensor import ArtifactSensor
     from operators.training.evaluate_model import DIRECTIONS, EvaluateModelOperator
     from operators.training.train_model import training_operator
+    from operators.workers import queue
 
     root = artifact_root()
     # Assets are named at run time from the same rendered values as the paths (see
@@ -191,6 +192,7 @@ def training_pipeline(s: TrainingSettings):
                 "seed": "{{ params.seed }}",
             },
             execution_timeout=timedelta(hours=s.timeout_hours),
+            queue=queue("training"),  # Celery: only training workers take it
         )
         wait_for_model = ArtifactSensor(
             task_id="wait_for_model", uri=train.output["model_uri"], kind="model", poke_interval=10, timeout=3600

@@ -82,12 +82,18 @@ class ScoreShardOperator(BaseOperator):
 
         write_uri = (f"{partition_uri(self.predictions_root, self.snapshot_uri)}/"
                      f"w-{run_write_id(context['dag'].dag_id, context['run_id'])}")
+        from operators.workers import worker_hostname
+
         shard = {**self.shard, "shard": context["ti"].map_index}
-        self.log.info("Shard %d: %d rows from %d file(s) -> %s", shard["shard"], shard["rows"], len(shard["parts"]),
-                      write_uri)
+        worker = getattr(context["ti"], "hostname", None) or worker_hostname()
+        self.log.info("Shard %d: %d rows from %d file(s) -> %s, on worker %s (try %d)", shard["shard"], shard["rows"],
+                      len(shard["parts"]), write_uri, worker, context["ti"].try_number)
         # shards of this run share the worker's cores (at most max_active_tis_per_dagrun at once)
-        return score_shard(self.model["uri"], self.model["version"], self.snapshot_uri, shard, write_uri,
-                           concurrent_shards=self.max_active_tis_per_dagrun or 1)
+        scored = score_shard(self.model["uri"], self.model["version"], self.snapshot_uri, shard, write_uri,
+                             concurrent_shards=self.max_active_tis_per_dagrun or 1)
+        self.log.info("Shard %d done: %d rows in %.2f s on worker %s", shard["shard"], scored["rows"],
+                      scored["seconds"], worker)
+        return {**scored, "worker": worker, "try": context["ti"].try_number}
 
 
 class CommitPredictionsOperator(BaseOperator):
@@ -115,7 +121,9 @@ class CommitPredictionsOperator(BaseOperator):
             uri, run_write_id(context["dag"].dag_id, context["run_id"]), shards,
             lineage={**run_lineage(context, self.task_id), "snapshot_uri": self.snapshot_uri,
                      "snapshot_digest": snapshot.digest, "model_uri": self.model["uri"]},
-            extra={"model_name": self.model_name, "model_version": self.model["version"], "shards": len(shards)})
+            extra={"model_name": self.model_name, "model_version": self.model["version"], "shards": len(shards),
+                   # which worker scored each shard, its rows and seconds (the task logs say the same)
+                   "shard_runs": [{k: s.get(k) for k in ("name", "rows", "seconds", "worker", "try")} for s in shards]})
         if manifest.row_count != snapshot.row_count:
             raise AirflowFailException(f"{uri}: {manifest.row_count} predictions for {snapshot.row_count} rows")
         self.log.info("Predictions %s: %d rows in %d shard(s) by version %s, digest %s", uri, manifest.row_count,

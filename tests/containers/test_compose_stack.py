@@ -2,8 +2,9 @@
 containerised api-server's REST API, and a client container getting predictions from the
 version the pipeline deployed into the `serving` container.
 
-PostgreSQL comes from the Debian base through tests/containers/compose.local.yaml (no registry
-here); everything else is the project's own images, as `make stack` runs them.
+The stack runs the CeleryExecutor with two replicas of airflow-worker and the training worker.
+PostgreSQL and Redis come from the Debian base through tests/containers/compose.local.yaml (no
+registry here); everything else is the project's own images, as `make stack` runs them.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def stack(docker, images, airflow_image):
     stack.build()  # the images are built already (fixtures): this reuses them, and builds PostgreSQL
     assert LOCAL_POSTGRES in stack.files or docker.has_image("postgres:15-bookworm")
     stack.down(volumes=True)
-    stack.up()
+    stack.up(workers=2)
     try:
         url = f"http://127.0.0.1:{env['ML_STACK_API_PORT']}"
         wait_http(url + "/api/v2/monitor/health", timeout=180)
@@ -73,6 +74,18 @@ def test_the_stack_runs_the_pipeline_and_a_client_container_gets_predictions(sta
             failed = [t for t, ti in tis.items() if ti["state"] == "failed"]
             logs = {t: api.task_log("ml_training_pipeline", run, t, tis[t]["try_number"])[-3000:] for t in failed}
             pytest.fail(f"run {run} failed: { {t: ti['state'] for t, ti in tis.items()} }\n{logs}")
+
+    # Under the CeleryExecutor: the training worker trained, a general worker deployed, and the two
+    # replicas of airflow-worker run (each its own hostname).
+    tis = api.task_instances("ml_training_pipeline", run_id)
+    names = docker.docker("ps", "--format", "{{.Names}}", timeout=60).stdout.split()
+    replicas = [n for n in names if n.startswith(f"{PROJECT}_airflow-worker_")]
+    assert len(replicas) == 2, names
+    trainer = docker.docker("inspect", "-f", "{{.Config.Hostname}}", f"{PROJECT}_airflow-worker-training_1",
+                            timeout=60).stdout.strip()
+    general = {docker.docker("inspect", "-f", "{{.Config.Hostname}}", n, timeout=60).stdout.strip() for n in replicas}
+    assert (tis["train"]["queue"], tis["train"]["hostname"]) == ("training", trainer)
+    assert tis["deploy"]["queue"] == "deploy" and tis["deploy"]["hostname"] in general, (tis["deploy"], general)
 
     client = docker.docker("run", "--rm", "--network", f"{PROJECT}_default", "--entrypoint", "python",
                            "ml-serving:0.1.0", "-c", CLIENT, timeout=120)

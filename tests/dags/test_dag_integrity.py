@@ -173,3 +173,21 @@ print(json.dumps({{"train": type(train).__name__, "extract": type(extract).__nam
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=DAGS.parent, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     assert json.loads(out.stdout.strip().splitlines()[-1]) == facts
+
+
+def test_each_kind_of_work_goes_to_its_celery_queue(dagbag):
+    """Training, scoring and deploys each on their queue in every DAG (the built-in ones and each
+    model spec's), everything else on Airflow's default queue: what the workers subscribe to."""
+    kinds = {"training": set(), "scoring": set(), "deploy": set(), "default": set()}
+    for dag_id, dag in dagbag.dags.items():
+        for task in dag.tasks:
+            kinds.setdefault(task.queue, set()).add(f"{dag_id}.{task.task_id}")
+            if task.task_id == "train":
+                assert task.queue == "training", f"{dag_id}.train is on {task.queue}"
+            elif task.task_id == "score":
+                assert task.queue == "scoring", f"{dag_id}.score is on {task.queue}"
+            elif type(task).__name__ == "DeployModelOperator" or dag_id.endswith("deploy"):
+                assert task.queue == "deploy", f"{dag_id}.{task.task_id} is on {task.queue}"
+            else:
+                assert task.queue == "default", f"{dag_id}.{task.task_id} is on {task.queue}"
+    assert set(kinds) == {"training", "scoring", "deploy", "default"} and all(kinds.values()), kinds

@@ -17,11 +17,14 @@ from demo.local_airflow import LocalAirflow, free_port
 
 @contextlib.contextmanager
 def running_airflow(make_database, demo: Path, prefix: str, *, days: int, model: str, endpoint: str,
-                    extra_env: dict[str, str] | None = None, password: str | None = None) -> Iterator[dict]:
+                    extra_env: dict[str, str] | None = None, password: str | None = None, workers: int = 0,
+                    broker_db: int = 15) -> Iterator[dict]:
     """Yields ``{"af", "demo", "source", "registry", "databases"}``; DAGs are paused at creation,
     so each test unpauses what it runs and watches it from its start. ``password`` goes into the
     source's and the registry's URIs (a server with trust auth ignores it): a secret to look for.
-    ``databases``: libpq URIs, without that password, of the metadata and registry databases."""
+    ``databases``: libpq URIs, without that password, of the metadata and registry databases.
+    ``workers``: the CeleryExecutor with that many workers (and a training worker) on the local
+    Redis, database ``broker_db`` of it, emptied first: no message of an earlier stack is delivered."""
     databases = {"metadata": make_database(f"{prefix}_meta"), "registry": make_database(f"{prefix}_mlflow")}
     metadata = databases["metadata"].replace("postgresql://", "postgresql+psycopg2://")
     source = with_password(make_database(f"{prefix}_source"), password)
@@ -31,7 +34,12 @@ def running_airflow(make_database, demo: Path, prefix: str, *, days: int, model:
     with psycopg2.connect(source) as conn:
         for _ in range(days):
             seed(conn, "%s", "TIMESTAMPTZ")
-    local = LocalAirflow(demo, port=free_port(), metadata_uri=metadata, extra_env={
+    broker = f"redis://127.0.0.1:6379/{broker_db}"
+    if workers:
+        import redis
+
+        redis.Redis.from_url(broker).flushdb()
+    local = LocalAirflow(demo, port=free_port(), metadata_uri=metadata, workers=workers, broker_url=broker, extra_env={
         "AIRFLOW_CONN_ML_SOURCE": source.replace("postgresql://", "postgres://"),
         "AIRFLOW_CONN_MLFLOW_DEFAULT": json.dumps({"conn_type": "generic", "extra": {"tracking_uri": registry}}),
         "ML_MODEL_NAME": model,

@@ -339,12 +339,14 @@ def create_database(uri: str) -> None:
     except psycopg2.OperationalError as exc:
         raise SystemExit(f"the CeleryExecutor's metadata needs PostgreSQL at {parts.hostname}:{parts.port} ({exc}); "
                          "start it, or give AIRFLOW_DB=postgresql+psycopg2://user@host/db") from None
-    conn.autocommit = True
-    with conn, conn.cursor() as cur:
-        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
-        if cur.fetchone() is None:
-            cur.execute(f'CREATE DATABASE "{name}"')
-    conn.close()
+    conn.autocommit = True  # CREATE DATABASE runs outside a transaction (so no `with conn:`, which opens one)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cur.fetchone() is None:
+                cur.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        conn.close()
 
 
 def celery_settings(broker_url: str, metadata_uri: str, concurrency: int) -> dict[str, str]:

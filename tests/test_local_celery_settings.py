@@ -61,3 +61,25 @@ def test_an_unknown_kind_of_work_is_refused():
 
     with pytest.raises(ValueError, match="unknown kind of work 'serving'"):
         queue("serving")
+
+
+def test_the_celery_metadata_database_is_created_once_when_missing(postgres_server):
+    import uuid
+
+    import psycopg2
+
+    from demo.local_airflow import create_database
+
+    name = f"mlp_celery_meta_{uuid.uuid4().hex[:8]}"
+    uri = postgres_server.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg2://") + f"/{name}"
+    create_database(uri)
+    create_database(uri)  # already there: nothing to do, no error
+    conn = psycopg2.connect(postgres_server)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM pg_database WHERE datname = %s", (name,))
+            assert cur.fetchone()[0] == 1
+            cur.execute(f'DROP DATABASE "{name}"')
+    finally:
+        conn.close()

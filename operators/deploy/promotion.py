@@ -40,11 +40,14 @@ def endpoint_url(level: dict[str, Any], what: str) -> str:
 class AwaitEvidenceOperator(BaseOperator):
     template_fields: Sequence[str] = ("version",)
     ui_color = "#e8f7e4"
-    no_retry_reason = "a refusal is the evidence's verdict; a retry would start a new window on the same version"
 
     def __init__(self, *, version, lower: dict[str, Any], higher: dict[str, Any], rules: dict[str, Any],
                  window_minutes: float = 30, poll_interval: float = 5.0, **kwargs) -> None:
-        kwargs.setdefault("retries", 0)
+        # A refusal is the evidence's verdict and never retried (AirflowFailException). The one retry
+        # is for a try lost outside the task: Airflow 3.3.2's scheduler fails a deferred task whose
+        # trigger fired before it processed the deferring try's exit (apache/airflow#67287; seen here
+        # when the evidence was in at the first poll), or a dead worker. It opens a new window.
+        kwargs.setdefault("retries", 1)
         super().__init__(**kwargs)
         self.version, self.lower, self.higher, self.rules = version, lower, higher, rules
         self.window_minutes, self.poll_interval = window_minutes, poll_interval

@@ -31,16 +31,20 @@ class EvidenceTrigger(BaseTrigger):
     """Fires ``promote`` or ``refuse`` (with the figures), or ``timeout`` at ``deadline``."""
 
     def __init__(self, lower_url: str, higher_url: str | None, version: str, first: dict[str, Any], rules: dict,
-                 deadline: str, poll_interval: float = 5.0):
+                 deadline: str, poll_interval: float = 5.0, settle_seconds: float = 0.0):
+        """``settle_seconds``: no event before then. Airflow 3.3.2's scheduler fails a deferred task
+        whose trigger fires before it has processed the deferring try's exit (apache/airflow#67287),
+        which took 1.5-5.5 s under CI's load while evidence was in at the first poll."""
         super().__init__()
         self.lower_url, self.higher_url, self.version = lower_url, higher_url, version
         self.first, self.rules, self.deadline, self.poll_interval = first, rules, deadline, poll_interval
+        self.settle_seconds = settle_seconds
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (f"{type(self).__module__}.{type(self).__qualname__}",
                 {"lower_url": self.lower_url, "higher_url": self.higher_url, "version": self.version,
                  "first": self.first, "rules": self.rules, "deadline": self.deadline,
-                 "poll_interval": self.poll_interval})
+                 "poll_interval": self.poll_interval, "settle_seconds": self.settle_seconds})
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from operators.deploy.evidence import Rules, Sample, verdict
@@ -48,6 +52,7 @@ class EvidenceTrigger(BaseTrigger):
         rules, deadline = Rules(**self.rules), datetime.fromisoformat(self.deadline)
         lower_first, higher_first = Sample.from_dict(self.first["lower"]), Sample.from_dict(self.first.get("higher"))
         why = "no sample yet"
+        await asyncio.sleep(self.settle_seconds)
         while True:
             lower = await asyncio.to_thread(read_sample, self.lower_url)
             higher = await asyncio.to_thread(read_sample, self.higher_url) if self.higher_url else None

@@ -37,6 +37,9 @@ def endpoint_url(level: dict[str, Any], what: str) -> str:
     return url
 
 
+SETTLE_SECONDS = 20.0  # the trigger's quiet start: EvidenceTrigger's settle_seconds says why
+
+
 class AwaitEvidenceOperator(BaseOperator):
     template_fields: Sequence[str] = ("version",)
     ui_color = "#e8f7e4"
@@ -71,7 +74,8 @@ class AwaitEvidenceOperator(BaseOperator):
                       self.window_minutes, self.lower["endpoint"], self.version, self.higher["endpoint"], rules)
         self.defer(trigger=EvidenceTrigger(lower_url, higher_url if higher is not None else None, str(self.version),
                                            {"lower": lower.as_dict(), "higher": higher.as_dict() if higher else None},
-                                           vars(rules), deadline.isoformat(), self.poll_interval),
+                                           vars(rules), deadline.isoformat(), self.poll_interval,
+                                           settle_seconds=SETTLE_SECONDS),
                    method_name="decided", timeout=timedelta(minutes=float(self.window_minutes) + 5))
 
     def decided(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:

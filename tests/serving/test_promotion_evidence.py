@@ -129,3 +129,28 @@ def test_the_operator_fails_a_refusal_or_timeout_saying_why_and_that_the_higher_
         op.decided({}, {"decision": "refuse", "reason": "why"})
     with pytest.raises(AirflowFailException, match=r"not enough evidence within the window"):
         op.decided({}, {"decision": "timeout", "reason": "why"})
+
+
+def test_the_trigger_fires_nothing_before_it_settles_so_the_scheduler_has_seen_the_deferral():
+    """Airflow 3.3.2 fails a deferred task whose trigger fires before the scheduler processed the
+    deferring try's exit (apache/airflow#67287): the evidence waits settle_seconds first."""
+    import asyncio
+    import time
+    from datetime import datetime, timezone
+
+    from operators.deploy.evidence_trigger import EvidenceTrigger
+    from operators.deploy.promotion import SETTLE_SECONDS
+    from tests.conftest import free_port
+
+    assert SETTLE_SECONDS >= 10
+    now = datetime.now(timezone.utc).isoformat()  # the deadline has passed: the first look decides
+    trigger = EvidenceTrigger(f"http://127.0.0.1:{free_port()}", None, "2", {"lower": None, "higher": None},
+                              {"min_requests": 20}, now, poll_interval=0.1, settle_seconds=1.0)
+
+    async def first_event():
+        async for event in trigger.run():
+            return event.payload
+
+    started = time.monotonic()
+    event = asyncio.run(first_event())
+    assert event["decision"] == "timeout" and time.monotonic() - started >= 1.0

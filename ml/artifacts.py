@@ -370,6 +370,76 @@ def verify_files(manifest: Manifest, entries, fs: fsspec.AbstractFileSystem | No
             )
 
 
+def check_listing(manifest: Manifest, fs: fsspec.AbstractFileSystem | None = None) -> None:
+    """The cheap half of ``verify``: the manifest's digest over its file list, and each listed
+    file present at its size; no file is read. For a planner that
+    reads only footers, leaving each file's sha256 to the reader of its rows."""
+    if content_digest(manifest.files) != manifest.digest:
+        raise ArtifactCorruptError(f"{manifest.uri}: manifest digest does not match its file list")
+    fs, root = resolve(manifest.uri, fs)
+    for entry in manifest.files:
+        try:
+            size = fs.size(_join(root, entry.path))
+        except FileNotFoundError:
+            raise ArtifactCorruptError(f"{manifest.uri}: listed file {entry.path} is missing") from None
+        if size != entry.size:
+            raise ArtifactCorruptError(f"{manifest.uri}: {entry.path} is {size} bytes, its manifest says "
+                                       f"{entry.size}; refusing to use a modified artifact")
+
+
+class VerifiedFile:
+    """One listed file, its size and sha256 checked once, then opened as often as needed (a
+    pyarrow file each time, so threads can read it at once). ``close`` releases it.
+
+    A local file is memory-mapped and hashed from the map, so the pages that were hashed are the
+    pages then parsed: one pass over the bytes, not a hashing read and then a parsing read (an
+    artifact's files are never rewritten in place: a new write goes under a new prefix). Elsewhere
+    the file is hashed as it streams, and each ``open`` opens it again."""
+
+    def __init__(self, manifest: Manifest, entry: FileEntry, fs: fsspec.AbstractFileSystem | None = None):
+        import pyarrow as pa
+
+        self._fs, root = resolve(manifest.uri, fs)
+        self._path, self._buffer, self._map = _join(root, entry.path), None, None
+        if not isinstance(self._fs, LocalFileSystem):
+            verify_files(manifest, [entry], self._fs)
+            return
+        try:
+            self._map = pa.memory_map(self._path, "r")
+        except FileNotFoundError:
+            raise ArtifactCorruptError(f"{manifest.uri}: listed file {entry.path} is missing") from None
+        data = self._map.read_buffer()
+        sha = hashlib.sha256(data).hexdigest()  # releases the GIL: other threads work meanwhile
+        if data.size != entry.size or sha != entry.sha256:
+            self.close()
+            raise ArtifactCorruptError(
+                f"{manifest.uri}: {entry.path} does not match its manifest "
+                f"(expected sha256 {entry.sha256[:12]}… size {entry.size}, "
+                f"found sha256 {sha[:12]}… size {data.size}); refusing to use a modified artifact"
+            )
+        self._buffer = data
+
+    def open(self):
+        import pyarrow as pa
+
+        if self._buffer is not None:
+            return pa.BufferReader(self._buffer)
+        if self._map is not None:
+            raise ValueError(f"{self._path} was closed")
+        return pa.PythonFile(self._fs.open(self._path, "rb"), mode="r")
+
+    def close(self) -> None:
+        self._buffer = None  # the map stays until the last Arrow buffer read from it is gone
+        if self._map is not None:
+            self._map.close()
+
+    def __enter__(self) -> VerifiedFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def _file_digest(fs: fsspec.AbstractFileSystem, path: str) -> tuple[str, int]:
     """(sha256 hex, size) of one file, streamed."""
     sha, size = hashlib.sha256(), 0

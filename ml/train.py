@@ -175,6 +175,35 @@ def save_and_reload(model, label: str, directory: Path, probe, expected, timeout
     return seconds
 
 
+TREES_CHECK_ROWS = 100_000
+
+
+def compiled_trees(model, features, label: str) -> dict[str, Any] | None:
+    """The model's trees as data (``trees_document``, the built-in tree models), kept only where
+    the compiled engine reading them predicts what the model itself predicts on ``features`` (up
+    to TREES_CHECK_ROWS rows, missing values included), exactly. Batch scoring then reads the
+    trees without loading scikit-learn."""
+    import numpy as np
+
+    document = getattr(model, "trees_document", lambda: None)()
+    if document is None:
+        return None
+    from ml.snapshots import feature_matrix
+    from ml.tree_engine import TREES_FILE, TreeModel
+
+    rows = features.slice(0, TREES_CHECK_ROWS)
+    compiled = TreeModel(json.loads(json.dumps(document)))  # what a reader of the file gets
+    try:
+        fast = compiled.predict(np.asfortranarray(feature_matrix(rows, compiled.features)))
+    except ImportError:  # no numba here: nothing to check the trees with, so none are kept
+        return None
+    if not np.array_equal(fast, np.asarray(model.predict(rows))):
+        log.warning("%s: the compiled trees disagree with the model's own predictions; %s is not written and "
+                    "batch scoring loads the model itself", label, TREES_FILE)
+        return None
+    return document
+
+
 def train(data_uri: str, output_uri: str, config: TrainingConfig, lineage: dict[str, Any] | None = None) -> dict:
     """Train and write the model artifact; returns what the XCom return file holds."""
     import tempfile
@@ -235,9 +264,14 @@ def train(data_uri: str, output_uri: str, config: TrainingConfig, lineage: dict[
     with tempfile.TemporaryDirectory(prefix="ml-train-model-") as tmp:
         probe_seconds = save_and_reload(model, label, Path(tmp), probe, pred[:probe.num_rows],
                                         config.predict_timeout_seconds)
+        trees = compiled_trees(model, table.select(features), label)
         writer = artifacts.ArtifactWriter(output_uri, "model")
         try:
             model_io.write_model_files(writer, tmp)
+            if trees is not None:
+                from ml.tree_engine import TREES_FILE
+
+                writer.write_bytes(TREES_FILE, json.dumps(trees, sort_keys=True).encode())
             writer.write_bytes("metrics.json", json.dumps(metrics, indent=2, sort_keys=True).encode())
             writer.write_bytes("config.json", json.dumps(config.to_dict(), indent=2, sort_keys=True).encode())
             from ml.evaluation_picture import PICTURE_NAME, evaluation_svg

@@ -203,6 +203,18 @@ class SklearnModel(Model):
         matrix, estimator = self._final(self.encoding.matrix(features, "F" if engine else "C"))
         return estimator.predict(matrix)
 
+    def trees_document(self) -> dict[str, Any] | None:
+        """The fitted model as data for the compiled tree engine (``ml.tree_engine.TreeModel``), or
+        None: only a lone HistGradientBoosting estimator on numeric (and boolean) columns has one."""
+        if not self.encoding.identity or len(self.pipeline.steps) != 1:
+            return None
+        from ml.tree_engine import Unsupported, trees_document
+
+        try:
+            return trees_document(self.pipeline.steps[-1][1], [c["name"] for c in self.encoding.columns])
+        except Unsupported:
+            return None
+
     def predict_matrix(self, matrix):
         if not self.encoding.identity:
             raise NotImplementedError

@@ -133,3 +133,119 @@ def test_a_shard_on_an_object_store_appears_whole_by_a_copy(tmp_path, model):
     assert memory.ls("/scores/w-x", detail=False) == [f"/scores/w-x/{done['name']}"]  # no temporary left
     with memory.open(f"/scores/w-x/{done['name']}", "rb") as f:
         assert pq.read_table(f).num_rows == 569
+
+
+@pytest.fixture(scope="module")
+def tree_model(tmp_path_factory):
+    """A HistGradientBoosting model trained with missing values: its artifact has trees.json."""
+    root = tmp_path_factory.mktemp("scoring-trees")
+    write_snapshot(str(root / "snap"), with_holes(breast_cancer_table()))
+    train.train(str(root / "snap"), str(root / "m"), train.parse_config(
+        {"estimator": "HistGradientBoostingClassifier", "target": "target", "params": {"max_iter": 40}}))
+    return str(root / "m")
+
+
+def with_holes(table: pa.Table) -> pa.Table:
+    values = table.column("mean_radius").to_pylist()
+    values[::6] = [None] * len(values[::6])
+    return table.set_column(0, "mean_radius", pa.array(values, pa.float64()))
+
+
+SCORE_IN_A_FRESH_PROCESS = """
+import json, logging, sys
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+from ml import batch_scoring
+model, snapshot, write = sys.argv[1:4]
+results = [batch_scoring.score_shard(model, "3", snapshot, shard, write)
+           for shard in batch_scoring.plan_shards(snapshot, rows_per_shard=250)]
+print(json.dumps({"results": results, "sklearn_imported": "sklearn" in sys.modules}))
+"""
+
+
+def test_a_model_with_compiled_trees_is_scored_without_loading_scikit_learn(tmp_path, tree_model):
+    """The shard reads trees.json: scikit-learn is never imported in its process (its ~2 s import
+    was most of a shard's start-up), and the predictions are scikit-learn's row for row."""
+    import json
+    import subprocess
+    import sys
+
+    table = with_holes(breast_cancer_table())
+    snapshot_in_row_groups(str(tmp_path / "s"), table, group_rows=64, files=3)
+    proc = subprocess.run([sys.executable, "-c", SCORE_IN_A_FRESH_PROCESS, tree_model, str(tmp_path / "s"),
+                           str(tmp_path / "p" / "w-run")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["sklearn_imported"] is False
+    assert "(compiled trees (trees.json))" in proc.stderr
+    scored = pa.concat_tables(pq.read_table(tmp_path / "p" / "w-run" / r["name"]) for r in out["results"])
+    model_manifest, model = model_io.load_verified_model(tree_model)
+    expected = model.pipeline.predict(feature_matrix(table, [c["name"] for c in model_manifest.schema]))
+    assert scored.num_rows == table.num_rows
+    assert scored.column("prediction").to_pylist() == expected.tolist()
+    assert scored.column("target").to_pylist() == table.column("target").to_pylist()  # the rows' own order
+
+
+def test_planning_reads_no_rows_but_refuses_a_file_of_another_size(tmp_path):
+    snapshot_in_row_groups(str(tmp_path / "s"), breast_cancer_table(), group_rows=100, files=2)
+    manifest = artifacts.read_manifest(str(tmp_path / "s"))
+    path = artifacts.file_uri(manifest, manifest.files[1]).removeprefix("file://")
+    with open(path, "ab") as f:
+        f.write(b"appended")
+    with pytest.raises(artifacts.ArtifactCorruptError, match=f"{manifest.files[1].path} is "
+                                                             f"{manifest.files[1].size + 8} bytes, its manifest says"):
+        batch_scoring.plan_shards(str(tmp_path / "s"))
+
+
+def test_a_shard_holds_at_most_two_verified_files_and_releases_every_one(tmp_path, tree_model, monkeypatch):
+    """Files are hashed one ahead of the rows being scored, never more than two held at once (a
+    local file is mapped while held), each released when its rows are written, and all of them
+    when a later file turns out modified: the shard then leaves no file behind."""
+    live, most = [], [0]
+
+    class Counted(artifacts.VerifiedFile):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            live.append(self)
+            most[0] = max(most[0], len(live))
+
+        def close(self):
+            if self in live:
+                live.remove(self)
+            super().close()
+
+    monkeypatch.setattr(artifacts, "VerifiedFile", Counted)
+    table = breast_cancer_table()
+    snapshot_in_row_groups(str(tmp_path / "s"), table, group_rows=20, files=5)
+    (shard,) = batch_scoring.plan_shards(str(tmp_path / "s"), rows_per_shard=1000)
+    done = batch_scoring.score_shard(tree_model, "1", str(tmp_path / "s"), shard, str(tmp_path / "p" / "w-a"),
+                                     batch_rows=16)
+    assert done["rows"] == table.num_rows and most[0] == 2 and live == []
+    manifest = artifacts.read_manifest(str(tmp_path / "s"))
+    with open(artifacts.file_uri(manifest, manifest.files[3]).removeprefix("file://"), "r+b") as f:
+        f.seek(200)
+        f.write(b"\xff\xff")
+    with pytest.raises(artifacts.ArtifactCorruptError, match=f"{manifest.files[3].path} does not match"):
+        batch_scoring.score_shard(tree_model, "1", str(tmp_path / "s"), shard, str(tmp_path / "p" / "w-b"))
+    assert live == [] and list((tmp_path / "p" / "w-b").iterdir()) == []
+
+
+def test_a_snapshot_on_an_object_store_is_hashed_as_it_streams_and_scored(tree_model):
+    """Off the local disk nothing is mapped: each file is hashed as it streams, then every reader
+    opens it again; a modified file is refused there too."""
+    import fsspec
+
+    table = breast_cancer_table()
+    uri = "memory://scoring-input/snap"
+    snapshot_in_row_groups(uri, table, group_rows=50, files=3)
+    (shard,) = batch_scoring.plan_shards(uri, rows_per_shard=1000)
+    done = batch_scoring.score_shard(tree_model, "1", uri, shard, "memory://scoring-output/w-a", batch_rows=40)
+    memory = fsspec.filesystem("memory")
+    with memory.open(f"/scoring-output/w-a/{done['name']}", "rb") as f:
+        assert pq.read_table(f).column("target").to_pylist() == table.column("target").to_pylist()
+    manifest = artifacts.read_manifest(uri)
+    path = f"/scoring-input/snap/{manifest.files[2].path}"
+    data = bytearray(memory.cat_file(path))
+    data[300] ^= 0xFF
+    memory.pipe_file(path, bytes(data))
+    with pytest.raises(artifacts.ArtifactCorruptError, match=f"{manifest.files[2].path} does not match"):
+        batch_scoring.score_shard(tree_model, "1", uri, shard, "memory://scoring-output/w-b")

@@ -44,7 +44,7 @@ def test_cli_trains_evaluates_and_writes_a_verified_model(cancer_snapshot, tmp_p
     assert set(manifest.extra["metrics"]) == {"accuracy", "f1", "roc_auc"}
     assert manifest.extra["metrics"]["roc_auc"] > 0.95
     assert {f.name for f in manifest.files} == {"model/model.skops", "model/encoding.json", "metrics.json",
-                                                "config.json", "evaluation.svg", "holdout.parquet"}
+                                                "config.json", "evaluation.svg", "holdout.parquet", "trees.json"}
     assert manifest.extra["model_class"] == "ml.models.sklearn_tabular:SklearnModel"
     assert (manifest.extra["model_package"], manifest.extra["model_package_version"]) == ("ml", ml_version)
     assert {c["kind"] for c in manifest.schema} == {"number"} and not any(c["nullable"] for c in manifest.schema)
@@ -115,6 +115,37 @@ def test_training_is_deterministic_so_the_model_digest_repeats(cancer_snapshot, 
     assert a["digest"] == b["digest"]
     c = train.train(cancer_snapshot, str(tmp_path / "c"), train.parse_config({**HGB, "seed": 7}))
     assert c["digest"] != a["digest"]
+
+
+def test_the_trees_are_written_as_data_only_for_a_tree_model_they_reproduce(tmp_path, monkeypatch, caplog):
+    """trees.json (what batch scoring reads instead of scikit-learn) is written for a lone
+    HistGradientBoosting model, after the compiled trees gave the model's own predictions on the
+    training rows, missing values included; never for another estimator, nor when they disagree."""
+    import numpy as np
+
+    from ml import tree_engine
+
+    table = breast_cancer_table()
+    col = table.column("mean_radius").to_pylist()
+    col[::7] = [None] * len(col[::7])
+    write_snapshot(str(tmp_path / "holes"), table.set_column(0, "mean_radius", pa.array(col, pa.float64())))
+    train.train(str(tmp_path / "holes"), str(tmp_path / "hgb"), train.parse_config(HGB))
+    manifest = artifacts.open_verified(str(tmp_path / "hgb"))
+    with artifacts.open_file(manifest, manifest.file("trees.json")) as f:
+        document = json.loads(f.read())
+    assert document["format"] == tree_engine.TREES_FORMAT and document["decision"] == "binary"
+    assert document["features"] == [c["name"] for c in manifest.schema] and document["classes"] == [0, 1]
+    train.train(str(tmp_path / "holes"), str(tmp_path / "logistic"), train.parse_config(
+        {"estimator": "LogisticRegression", "target": "target", "params": {"max_iter": 300}}))
+    assert "trees.json" not in {e.name for e in artifacts.read_manifest(str(tmp_path / "logistic")).files}
+
+    honest = tree_engine.TreeModel.predict
+    monkeypatch.setattr(tree_engine.TreeModel, "predict", lambda self, X, n_threads=1: np.where(
+        np.arange(len(X)) == 3, 1 - honest(self, X, n_threads), honest(self, X, n_threads)))  # one row wrong
+    with caplog.at_level("WARNING", logger="ml.train"):
+        train.train(str(tmp_path / "holes"), str(tmp_path / "wrong"), train.parse_config(HGB))
+    assert "trees.json" not in {e.name for e in artifacts.read_manifest(str(tmp_path / "wrong")).files}
+    assert "the compiled trees disagree with the model's own predictions" in caplog.text
 
 
 def test_regression_metrics_and_feature_selection(tmp_path):

@@ -53,6 +53,43 @@ def test_predictions_are_the_same_bits_as_scikit_learn(estimator, classes, monke
     assert words == ({np.dtype(np.uint64)} if classes is None else {np.dtype(np.uint32)})
 
 
+@pytest.mark.parametrize("estimator,classes", [
+    (HistGradientBoostingClassifier(max_iter=60, random_state=0), 2),
+    (HistGradientBoostingClassifier(max_iter=40, max_depth=4, random_state=0), 4),
+    (HistGradientBoostingRegressor(max_iter=80, max_leaf_nodes=63, random_state=0), None),
+])
+def test_the_trees_as_data_predict_what_scikit_learn_predicts(estimator, classes):
+    """A model's trees written as JSON and read back (what batch scoring reads instead of loading
+    scikit-learn) give its predictions with the same values and dtype, string labels included,
+    for row-major, column-major and strided matrices."""
+    import json
+
+    X, y, probe = data(classes or 0, classes)
+    if classes == 4:
+        y = np.array(["low", "mid", "high", "top"], dtype=object)[y]
+    model = estimator.fit(X, y)
+    document = json.loads(json.dumps(tree_engine.trees_document(model, [f"x{i}" for i in range(8)])))
+    compiled = tree_engine.TreeModel(document)
+    assert compiled.features == [f"x{i}" for i in range(8)]
+    for rows in (probe, np.asfortranarray(probe), probe[::3], probe[:1]):
+        ours, theirs = compiled.predict(rows), model.predict(rows)
+        assert ours.dtype == theirs.dtype and np.array_equal(ours, theirs)
+    assert np.array_equal(compiled.predict(probe, n_threads=2), model.predict(probe))
+
+
+def test_trees_the_engine_cannot_say_are_refused_as_data():
+    X, y, _ = data(3, None)
+    poisson = HistGradientBoostingRegressor(loss="poisson", max_iter=5).fit(X, np.abs(y))
+    with pytest.raises(tree_engine.Unsupported, match="LogLink"):
+        tree_engine.trees_document(poisson, [f"x{i}" for i in range(8)])
+    Xc = np.column_stack([np.nan_to_num(X[:, :3]), np.random.default_rng(0).integers(0, 4, len(X))])
+    categorical = HistGradientBoostingClassifier(max_iter=5, categorical_features=[3]).fit(Xc, y > 0)
+    with pytest.raises(tree_engine.Unsupported, match="categorical"):
+        tree_engine.trees_document(categorical, ["a", "b", "c", "d"])
+    with pytest.raises(tree_engine.Unsupported, match="format"):
+        tree_engine.TreeModel({"format": "something/9"})
+
+
 def test_other_models_and_unsupported_trees_are_left_alone():
     X, y, _ = data(1, 2)
     forest = RandomForestClassifier(n_estimators=3, random_state=0).fit(np.nan_to_num(X), y)

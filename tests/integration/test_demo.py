@@ -9,6 +9,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -27,6 +29,7 @@ def run_demo(demo_dir: Path) -> dict:
     return summary
 
 
+@pytest.mark.timeout(900)  # three runs of `make demo`'s script, each under its own 600 s limit: 185-210 s each here
 def test_demo_twice_registers_exactly_one_more_version_and_serves_it(tmp_path):
     try:
         _demo_twice(tmp_path)

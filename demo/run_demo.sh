@@ -12,6 +12,9 @@ mkdir -p "$DEMO/airflow" "$DEMO/artifacts"
 PY="$ROOT/.venv/bin/python"
 eval "$("$PY" -m demo.environment --shell "$DEMO")"  # the settings `make airflow` uses too
 AIRFLOW="$ROOT/.venv/bin/airflow"
+# `airflow dags test` runs each trigger inline, so no scheduler can race the evidence trigger
+# (apache/airflow#67287): its 20 s quiet start is not needed here (operators/deploy/promotion.py)
+export ML_EVIDENCE_SETTLE_SECONDS=0
 
 echo "==> seeding the demo source tables (scikit-learn's bundled breast-cancer data; posts made on the spot)"
 LOGICAL_DATE=$("$PY" -m demo.seed_source --sqlite "$DEMO/source.db" --print-logical-date | tee /dev/stderr | tail -n 1)

@@ -40,6 +40,15 @@ def endpoint_url(level: dict[str, Any], what: str) -> str:
 SETTLE_SECONDS = 20.0  # the trigger's quiet start: EvidenceTrigger's settle_seconds says why
 
 
+def settle_seconds() -> float:
+    """SETTLE_SECONDS, unless ML_EVIDENCE_SETTLE_SECONDS says otherwise: `make demo` runs
+    `airflow dags test`, where the trigger runs inline in the task's own process and no scheduler
+    can race it, so it sets 0 (40 s less for its two promotions)."""
+    import os
+
+    return float(os.environ.get("ML_EVIDENCE_SETTLE_SECONDS", SETTLE_SECONDS))
+
+
 class AwaitEvidenceOperator(BaseOperator):
     template_fields: Sequence[str] = ("version",)
     ui_color = "#e8f7e4"
@@ -75,7 +84,7 @@ class AwaitEvidenceOperator(BaseOperator):
         self.defer(trigger=EvidenceTrigger(lower_url, higher_url if higher is not None else None, str(self.version),
                                            {"lower": lower.as_dict(), "higher": higher.as_dict() if higher else None},
                                            vars(rules), deadline.isoformat(), self.poll_interval,
-                                           settle_seconds=SETTLE_SECONDS),
+                                           settle_seconds=settle_seconds()),
                    method_name="decided", timeout=timedelta(minutes=float(self.window_minutes) + 5))
 
     def decided(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:

@@ -7,11 +7,14 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
 from operators.deploy.evidence import Rules, Sample, verdict
 from tests.serving_helpers import ServerProcess, request
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def sample(requests, errors, latencies: dict[float, float]) -> Sample:
@@ -154,3 +157,14 @@ def test_the_trigger_fires_nothing_before_it_settles_so_the_scheduler_has_seen_t
     started = time.monotonic()
     event = asyncio.run(first_event())
     assert event["decision"] == "timeout" and time.monotonic() - started >= 1.0
+
+
+def test_the_settle_is_twenty_seconds_unless_the_environment_says_otherwise(monkeypatch):
+    """`make demo` (airflow dags test: the trigger runs inline, no scheduler to race) sets it to 0."""
+    from operators.deploy.promotion import SETTLE_SECONDS, settle_seconds
+
+    monkeypatch.delenv("ML_EVIDENCE_SETTLE_SECONDS", raising=False)
+    assert settle_seconds() == SETTLE_SECONDS == 20.0
+    monkeypatch.setenv("ML_EVIDENCE_SETTLE_SECONDS", "0")
+    assert settle_seconds() == 0.0
+    assert "export ML_EVIDENCE_SETTLE_SECONDS=0" in (REPO_ROOT / "demo" / "run_demo.sh").read_text()

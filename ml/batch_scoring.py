@@ -5,8 +5,9 @@
 its threads, in record batches (memory bounded by two files' bytes and a few row groups, flat
 however many rows there are), and writes one Parquet file, atomically; ``commit_predictions``
 lists the shards in the partition's manifest. A model whose artifact holds its trees as data
-(``trees.json``) is scored by the compiled tree engine without loading scikit-learn. Each shard's file name comes from its shard number only
-(the caller passes a write id fixed per DAG run), so a retried shard replaces its own file.
+(``trees.json``) is scored by the compiled tree engine without loading scikit-learn. Each
+shard's file name comes from its shard number only (the caller passes a write id fixed per DAG
+run), so a retried shard replaces its own file.
 """
 
 from __future__ import annotations
@@ -272,14 +273,9 @@ class TreeScorer:
         self.model = TreeModel(document)
 
     def predict(self, features):
-        import numpy as np
+        from ml.snapshots import feature_matrix
 
-        from ml.snapshots import float_values
-
-        matrix = np.empty((features.num_rows, len(self.model.features)), order="F")
-        for i, name in enumerate(self.model.features):
-            matrix[:, i] = float_values(features.column(name))
-        return self.model.predict(matrix)
+        return self.model.predict(feature_matrix(features, self.model.features, order="F"))
 
 
 CHECK_ROWS = 2_000

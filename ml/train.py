@@ -194,7 +194,7 @@ def compiled_trees(model, features, label: str) -> dict[str, Any] | None:
     rows = features.slice(0, TREES_CHECK_ROWS)
     compiled = TreeModel(json.loads(json.dumps(document)))  # what a reader of the file gets
     try:
-        fast = compiled.predict(np.asfortranarray(feature_matrix(rows, compiled.features)))
+        fast = compiled.predict(feature_matrix(rows, compiled.features, order="F"))
     except ImportError:  # no numba here: nothing to check the trees with, so none are kept
         return None
     if not np.array_equal(fast, np.asarray(model.predict(rows))):

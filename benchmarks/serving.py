@@ -105,13 +105,13 @@ def alternative_python(name: str) -> Path:
     return python
 
 
-def mlserver_folder(work: Path, joblib_file: Path, port: int) -> Path:
-    """MLServer's settings: the sklearn runtime on ``joblib_file``; HTTP on ``port``, the
-    gRPC and metrics ports on free ones (its defaults otherwise)."""
+def mlserver_folder(work: Path, joblib_file: Path, port: int, grpc_port: int | None = None) -> Path:
+    """MLServer's settings: the sklearn runtime on ``joblib_file``; HTTP on ``port``, gRPC on
+    ``grpc_port`` (else a free one) and metrics on a free one (its defaults otherwise)."""
     folder = work / "mlserver"
     (folder / "hgb").mkdir(parents=True, exist_ok=True)
     (folder / "settings.json").write_text(json.dumps(
-        {"http_port": port, "grpc_port": free_port(), "metrics_port": free_port(), "host": "127.0.0.1"}))
+        {"http_port": port, "grpc_port": grpc_port or free_port(), "metrics_port": free_port(), "host": "127.0.0.1"}))
     (folder / "hgb" / "model-settings.json").write_text(json.dumps(
         {"name": "hgb", "implementation": "mlserver_sklearn.SKLearnModel", "parameters": {"uri": str(joblib_file)}}))
     return folder
@@ -261,12 +261,92 @@ def table(title: str, results: dict, ours_name: str) -> None:
         print(f"{name:<36}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['non_2xx']:>9}{ratio:>13}")
 
 
+def protocol_section(work: Path, env: dict, seconds: int, only: set[str]) -> dict:
+    """The Open Inference Protocol: each server's REST infer (wrk, JSON) and gRPC infer (h2load), single-row
+    requests for the same fitted estimator, 8 at a time; every server serving both from one process."""
+    from benchmarks import open_inference_load as oip
+    from ml import model_io
+
+    if not (work / "model").exists():
+        build_models(work)
+    names = [f"f{i}" for i in range(10)]
+    from sklearn.datasets import make_classification
+
+    row = [round(float(v), 6) for v in make_classification(n_samples=20_000, n_features=10, n_informative=6,
+                                                          random_state=0)[0][0]]
+    ports: dict[str, int] = {}
+
+    def grpc_port(key: str) -> int:
+        ports[key] = free_port()
+        return ports[key]
+
+    servers = {  # key -> (label, command for a port, health, request)
+        "ml.serve": ("ml.serve (this project)", lambda port: [
+            sys.executable, "-m", "ml.serve", "--model", str(work / "model"), "--name", "hgb", "--host", "127.0.0.1",
+            "--port", str(port), "--grpc-port", str(grpc_port("ml.serve"))], "/v2/health/ready",
+            oip.per_feature_request("hgb", names, row)),
+        "kserve": ("KServe 0.21 (kserve.Model)", lambda port: [
+            str(alternative_python("kserve")), str(REPO / "benchmarks" / "alternatives" / "kserve_server.py"),
+            "--estimator-file", str(work / "estimator.skops"), "--trusted", json.dumps(model_io.TRUSTED_TYPES),
+            "--port", str(port), "--grpc-port", str(grpc_port("kserve"))], "/v2/models/hgb/ready",
+            oip.matrix_request("hgb", "input-0", row)),
+        "mlserver": ("MLServer 1.7.1 (sklearn)", lambda port: [
+            str(alternative_python("mlserver").parent / "mlserver"), "start",
+            str(mlserver_folder(work, work / "model.joblib", port, grpc_port("mlserver")))], "/v2/models/hgb/ready",
+            oip.matrix_request("hgb", "predict", row)),
+    }
+    results: dict = {}
+    print("the Open Inference Protocol, REST and gRPC:", flush=True)
+    for key, (label, command, health, request) in servers.items():
+        if key not in only:
+            continue
+        message = oip.grpc_message(request)
+        with running(command, work, env, health) as (url, log):
+            body = oip.rest_body(request)
+            check = wrk(url, body, 1, path="/v2/models/hgb/infer")
+            if check["non_2xx"] or check["socket_errors"]:
+                raise SystemExit(f"{label} did not answer the REST infer:\n{log.read_text()[-3000:]}")
+            address = f"127.0.0.1:{ports[key]}"
+            oip.grpc_check(address, message)
+            results[f"{label}, REST"] = wrk(url, body, seconds, path="/v2/models/hgb/infer")
+            oip.h2load(address, message, 1)  # warm-up
+            results[f"{label}, gRPC"] = oip.h2load(address, message, seconds)
+            oip.grpc_check(address, message)  # still answering after the load
+            if key == "ml.serve" and (errors := oip.ml_serve_grpc_errors(url)):
+                results[f"{label}, gRPC"]["non_2xx"] += errors
+        for transport in ("REST", "gRPC"):
+            print(f"  {label + ', ' + transport:<40} {results[f'{label}, {transport}']['rps']:8.0f} req/s", flush=True)
+    return results
+
+
+def protocol_checks(results: dict, seconds: int) -> list[tuple[str, bool]]:
+    checks = []
+    for transport in ("REST", "gRPC"):
+        rows = {k: v for k, v in results.items() if k.endswith(f", {transport}")}
+        table(f"the Open Inference Protocol over {transport}: single-row infer, 8 at a time, {seconds} s "
+              f"({'wrk, JSON' if transport == 'REST' else 'h2load, protobuf'})", rows, f"ml.serve (this project), {transport}")
+        ours = rows.get(f"ml.serve (this project), {transport}")
+        if not ours:
+            continue
+        checks.append((f"{transport}: no failed requests", ours["non_2xx"] == 0 and not ours["socket_errors"]))
+        for name, theirs in rows.items():
+            if theirs is ours:
+                continue
+            ratio = ours["rps"] / theirs["rps"]
+            checks.append((f"{transport}: {ratio:.1f}x {name.rsplit(',', 1)[0]}'s throughput (target >= 5x), p99 "
+                           f"{ours['p99_ms']:.2f} ms against {theirs['p99_ms']:.2f} ms (target lower)",
+                           ratio >= 5 and ours["p99_ms"] < theirs["p99_ms"]))
+    return checks
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--only", default="ml.serve,mlflow,kserve,mlserver,before",
                         help="comma-separated subset of ml.serve, mlflow, kserve, mlserver, before")
-    parser.add_argument("--models", default="numeric,text", help="numeric, text or both (comma-separated)")
+    parser.add_argument("--models", default="numeric,text,protocol",
+                        help="numeric, text, protocol (the Open Inference Protocol over REST and gRPC: ml.serve, "
+                             "KServe, MLServer), comma-separated")
     parser.add_argument("--compare-with", metavar="REV",
                         help="also serve the numeric model with this project's code at git revision REV")
     parser.add_argument("--rounds", type=int, default=5,
@@ -330,6 +410,8 @@ def main() -> None:
                                                      body, None)}
             print("text model:", flush=True)
             results["text"] = measure(servers, work, env, args.seconds, only)
+        if "protocol" in models:
+            results["protocol"] = protocol_section(work, env, args.seconds, only)
         if args.compare_with:
             subprocess.run(["git", "-C", str(REPO), "worktree", "prune"], check=False)
     if "numeric" in results:
@@ -356,6 +438,8 @@ def main() -> None:
                        (f"text p99 {ours['p99_ms']:.2f} ms against MLflow's {theirs['p99_ms']:.2f} ms (target lower)",
                         ours["p99_ms"] < theirs["p99_ms"]),
                        ("no failed text requests", ours["non_2xx"] == 0 and not ours["socket_errors"])]
+    if "protocol" in results:
+        checks += protocol_checks(results["protocol"], args.seconds)
     for text, ok in checks:
         print(f"  [{'ok' if ok else 'MISS'}] {text}")
     out = REPO / "benchmarks" / "results"

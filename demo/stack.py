@@ -111,6 +111,7 @@ The stack is up (project {stack.project}, engine {eng.docker_host}):
   Airflow UI + REST API: http://127.0.0.1:{port}   user admin, password in .demo/stack/admin-password
   MLflow:                http://127.0.0.1:{os.environ.get("ML_STACK_MLFLOW_PORT", "5000")}
   model server:          http://127.0.0.1:{os.environ.get("ML_STACK_SERVING_PORT", "8081")}  (/ping 503 until a deploy)
+  its gRPC (Open Inference Protocol): 127.0.0.1:{os.environ.get("ML_STACK_SERVING_GRPC_PORT", "8082")}
 Unpause and trigger ml_training_pipeline in the UI; `make stack-stop` stops it all.""")
     return 0
 

@@ -38,6 +38,12 @@ def parse_args(argv: list[str] | None = None):
                         help="model artifact URI to serve")
     source.add_argument("--registry-model", default=_env("REGISTRY_MODEL", None), help="registered model to follow")
     p.add_argument("--model-version", default=_env("MODEL_VERSION", None), help="version label of --model")
+    p.add_argument("--name", default=_env("NAME", None),
+                   help="the model's name in the Open Inference Protocol (/v2/models/NAME): the registered model's "
+                        "name; default: --registry-model, else the artifact's model name")
+    p.add_argument("--grpc-port", type=int, default=_env("GRPC_PORT", 0) or None,
+                   help="serve the Open Inference Protocol over gRPC on this port too, in the same process "
+                        "(ML_SERVE_GRPC_PORT); default: no gRPC")
     p.add_argument("--alias", default=_env("ALIAS", d.alias))
     p.add_argument("--tracking-uri", default=_env("TRACKING_URI", os.environ.get("MLFLOW_TRACKING_URI")))
     p.add_argument("--host", default=_env("HOST", "127.0.0.1"))
@@ -75,6 +81,7 @@ def parse_args(argv: list[str] | None = None):
                 "only from inside the artifact roots")
     config = ServeConfig(
         model_uri=args.model, model_version=args.model_version, registry_model=args.registry_model,
+        name=args.name, grpc_port=args.grpc_port, grpc_host=args.host,
         alias=args.alias, tracking_uri=args.tracking_uri, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
         predict_threads=args.predict_threads,
         max_body_bytes=args.max_body_bytes, max_rows=args.max_rows, predict_timeout_s=args.predict_timeout,

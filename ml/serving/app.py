@@ -20,6 +20,8 @@ from ml.serving.batcher import MicroBatcher
 from ml.serving.inputs import MAX_TEXT_CHARS, InputError, parse_body
 from ml.serving.metrics import ServerMetrics
 from ml.serving.model import LoadedModel, ModelFailure, load_model
+from ml.serving.oip.rest import RestRoutes
+from ml.serving.oip.service import OpenInference
 from ml.serving.openapi import openapi_document
 
 log = logging.getLogger("ml.serve")
@@ -30,6 +32,11 @@ class ServeConfig:
     """Every knob has a flag and an ``ML_SERVE_*`` environment variable (see ml/serve.py)."""
 
     model_uri: str | None = None
+    # the model's name in the Open Inference Protocol (the registered model's name; see ml/serving/oip)
+    name: str | None = None
+    # the protocol's gRPC port (ml/serving/oip/grpc_server.py); None: no gRPC
+    grpc_port: int | None = None
+    grpc_host: str = "127.0.0.1"
     model_version: str | None = None
     registry_model: str | None = None
     alias: str = "production"
@@ -83,12 +90,19 @@ class ModelServer:
         self._swap_lock = asyncio.Lock()
         self._background: list[asyncio.Task] = []
         self._openapi: bytes | None = None
+        self.protocol = OpenInference(self)
+        self._v2 = RestRoutes(self.protocol)
+        self._grpc = None
         self._aliases = {route: canonical for route, canonical in ((config.health_route, "/ping"),
                                                                    (config.predict_route, "/invocations")) if route}
 
     # ------------------------------------------------------------------ lifecycle
     async def startup(self) -> None:
         self.batcher.start()
+        if self.config.grpc_port is not None:
+            from ml.serving.oip.grpc_server import start_grpc
+
+            self._grpc = await start_grpc(self, self.config.grpc_host, self.config.grpc_port)
         if self.config.model_uri:
             await self.swap(self.config.model_uri, self.config.model_version)
         if self.config.registry_model:
@@ -98,6 +112,8 @@ class ModelServer:
     async def shutdown(self) -> None:
         for task in self._background:
             task.cancel()
+        if self._grpc is not None:
+            await self._grpc.stop(grace=5)
         await self.batcher.stop()
 
     async def swap(self, uri: str, version: str | None) -> dict[str, Any]:
@@ -156,8 +172,12 @@ class ModelServer:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         request_id = headers.get("x-request-id") or uuid.uuid4().hex
         model = self.current
+        extra = ()
         try:
-            status, body, content_type = await self._route(path, method, headers, receive)
+            answer = await self._route(path, method, headers, receive)
+            status, body, content_type = answer[:3]
+            if len(answer) > 3:
+                extra = answer[3]
         except InputError as exc:
             status, body, content_type = exc.status, _error(str(exc)), b"application/json"
         except ModelFailure as exc:  # the model's own code failed this batch; the server goes on
@@ -171,16 +191,18 @@ class ModelServer:
             status, body, content_type = 500, _error("internal error"), b"application/json"
         await send({"type": "http.response.start", "status": status, "headers": [
             (b"content-type", content_type), (b"content-length", str(len(body)).encode()),
-            (b"x-request-id", request_id.encode())]})
+            (b"x-request-id", request_id.encode()), *extra]})
         await send({"type": "http.response.body", "body": body})
         seconds = time.perf_counter() - started
-        route = path if path in _ROUTES else "other"
+        route = path if path in _ROUTES else self._v2.route_label(path) if path.startswith("/v2") else "other"
         self.metrics.observe(route, status, seconds)
         self.access.write(request_id=request_id, method=method, path=path, status=status,
                           latency_ms=round(seconds * 1000, 3), model_version=model.version if model else None)
 
-    async def _route(self, path: str, method: str, headers: dict, receive) -> tuple[int, bytes, bytes]:
+    async def _route(self, path: str, method: str, headers: dict, receive) -> tuple:
         allowed = _ROUTES.get(path)
+        if allowed is None and (path == "/v2" or path.startswith("/v2/")):
+            return await self._open_inference(path, method, headers, receive)
         if allowed is None:
             await _drain(receive)
             return 404, _error(f"no route {path}; see /openapi.json"), b"application/json"
@@ -223,6 +245,23 @@ class ModelServer:
         return 200, orjson.dumps({"predictions": predictions, "model_version": model.version},
                                  option=orjson.OPT_SERIALIZE_NUMPY), b"application/json"
 
+    async def _open_inference(self, path: str, method: str, headers: dict, receive) -> tuple:
+        """The Open Inference Protocol's REST routes (ml/serving/oip/rest.py)."""
+        if method != "POST":
+            await _drain(receive)
+            return await self._v2.handle(path, method, headers, None)
+        batcher = self.batcher
+
+        async def read_body() -> bytes:
+            batcher.coming()  # the batch being collected waits for this request's rows
+            try:
+                return await _read_body(receive, headers, self.config.max_body_bytes)
+            finally:
+                batcher.came()
+
+        answer = await self._v2.handle(path, method, headers, read_body)
+        return answer
+
     async def _admin(self, headers: dict, receive) -> tuple[int, bytes, bytes]:
         body = await _read_body(receive, headers, 64 * 1024)
         token = self.config.admin_token
@@ -237,9 +276,11 @@ class ModelServer:
         except orjson.JSONDecodeError:
             request = None
         if not isinstance(request, dict) or not (isinstance(request.get("uri"), str) or (
-                self.config.registry_model and request.get("version") is not None)):
+                self.config.registry_model and request.get("version") is not None)) or \
+                not isinstance(request.get("name", ""), str):
             raise InputError('admin body must be {"uri": "<model artifact URI>", "version": "<label>"}, or '
-                             '{"version": "<registry version>"} when the server follows a registered model')
+                             '{"version": "<registry version>"} when the server follows a registered model; '
+                             'optionally "name": the registered model\'s name, for the Open Inference Protocol')
         try:
             uri = request.get("uri")
             if uri is None:  # a version of the followed registered model: its source is the artifact
@@ -249,6 +290,8 @@ class ModelServer:
                 uri = mv.source
             check_inside(uri, self.config.artifact_roots)
             result = await self.swap(uri, str(request["version"]) if request.get("version") else None)
+            if request.get("name"):
+                self.config.name = request["name"]
         except OutsideArtifactRoots as exc:
             serving = self.current.version if self.current else None
             return 403, orjson.dumps({"error": f"model refused: {exc}", "model_version": serving}), b"application/json"

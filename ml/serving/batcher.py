@@ -56,7 +56,7 @@ class MicroBatcher:
         # a predict call over this fails its batch, and the next batch gets a fresh predict thread
         self.batch_timeout = batch_timeout
         self.predict_threads = predict_threads
-        self._pending: list[tuple[LoadedModel, object, asyncio.Future]] = []
+        self._pending: list[tuple[LoadedModel, object, asyncio.Future, bool]] = []
         self._pending_rows = 0
         self._coming = 0
         self._expected = 1
@@ -89,12 +89,12 @@ class MicroBatcher:
         if not self._coming and self._wakeup is not None:
             _wake(self._wakeup)
 
-    async def predict(self, model: LoadedModel, matrix, timeout: float | None = None) -> list:
-        """The predictions for ``matrix``'s rows; TimeoutError when they take over ``timeout`` s
-        (waiting for the batch included)."""
+    async def predict(self, model: LoadedModel, matrix, timeout: float | None = None, proba: bool = False) -> list:
+        """The predictions for ``matrix``'s rows (with ``proba``: (label, probabilities) per row);
+        TimeoutError when they take over ``timeout`` s (waiting for the batch included)."""
         loop = self._loop
         future = loop.create_future()
-        self._pending.append((model, matrix, future))
+        self._pending.append((model, matrix, future, proba))
         self._pending_rows += matrix.shape[0]
         if self._wakeup is not None:
             _wake(self._wakeup)
@@ -125,7 +125,7 @@ class MicroBatcher:
     def _take(self) -> list:
         """The oldest pending requests, up to the first that reaches ``max_batch`` rows."""
         rows = 0
-        for n, (_, matrix, _) in enumerate(self._pending, 1):
+        for n, (_, matrix, _, _) in enumerate(self._pending, 1):
             rows += matrix.shape[0]
             if rows >= self.max_batch:
                 break
@@ -147,21 +147,22 @@ class MicroBatcher:
                 await self._wait(remaining)
             items = self._take()
             self._expected = max(len(items), self._expected - 1)
-            models: list = []  # by identity, in order (a batch never mixes models)
-            for model, _, _ in items:
-                if not any(model is m for m in models):
-                    models.append(model)
-            for model in models:
-                await self._predict_group(loop, model, items if len(models) == 1 else
-                                          [i for i in items if i[0] is model])
+            kinds: list = []  # (model by identity, proba), in order: a batch never mixes models
+            for model, _, _, proba in items:
+                if not any(model is m and proba == p for m, p in kinds):
+                    kinds.append((model, proba))
+            for model, proba in kinds:
+                await self._predict_group(loop, model, proba, items if len(kinds) == 1 else
+                                          [i for i in items if i[0] is model and i[3] == proba])
 
-    async def _predict_group(self, loop, model: LoadedModel, group: list) -> None:
+    async def _predict_group(self, loop, model: LoadedModel, proba: bool, group: list) -> None:
         payload = combine([g[1] for g in group])
         self.on_batch(payload.shape[0])
         try:
             # One predict thread: the event loop keeps accepting requests, which queue up for the
             # next batch (measured faster than predicting on the loop, see docs/architecture.md).
-            running = loop.run_in_executor(self._executor, model.predict, payload)
+            running = loop.run_in_executor(self._executor, model.predict_with_proba if proba else model.predict,
+                                           payload)
             if self.batch_timeout is None:
                 predictions = await running
             else:
@@ -177,12 +178,12 @@ class MicroBatcher:
                                        "timeout", 504) from None
         except Exception as exc:  # a model error fails these requests, not the server
             self.on_failure(getattr(exc, "reason", "raised"))
-            for _, _, future in group:
+            for _, _, future, _ in group:
                 if not future.done():
                     future.set_exception(exc)
             return
         start = 0
-        for _, rows, future in group:
+        for _, rows, future, _ in group:
             end = start + rows.shape[0]
             if not future.done():
                 future.set_result(predictions[start:end])

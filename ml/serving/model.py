@@ -16,6 +16,7 @@ import numpy as np
 
 from ml.models.interface import FeatureSchema, Model
 from ml.serving.inputs import Columns, matrix_table
+from ml.serving.oip.tensors import Outputs, label_datatype
 
 
 class ModelFailure(RuntimeError):
@@ -39,6 +40,8 @@ class LoadedModel:
     load_seconds: float = 0.0
     loaded_at: float = field(default_factory=time.time)
     uses_matrix: bool = False  # a numeric schema and a model with predict_matrix: no Arrow table per batch
+    # the Open Inference Protocol's outputs: the labels' datatype, the classes of its probabilities
+    outputs: Outputs = Outputs("BYTES", None)
 
     @property
     def label(self) -> str:
@@ -65,6 +68,37 @@ class LoadedModel:
             raise ModelFailure(f"{self.label} returned {len(out)} outputs for {rows} rows; a model must return "
                                f"one per row", "wrong_output_count")
         return out
+
+    def predict_with_proba(self, payload) -> list[tuple]:
+        """(label, class probabilities) per row, for the protocol's ``probabilities`` output."""
+        labels = self.predict(payload)
+        classes = self.outputs.classes or ()
+        try:
+            proba = np.asarray(self.model.predict_proba(self.inputs(payload)), dtype=np.float64)
+        except Exception as exc:
+            raise ModelFailure(f"{self.label} failed to give probabilities for {len(labels)} rows: "
+                               f"{type(exc).__name__}: {exc}", "raised") from exc
+        if proba.shape != (len(labels), len(classes)):
+            raise ModelFailure(f"{self.label} gave probabilities of shape {proba.shape} for {len(labels)} rows and "
+                               f"{len(classes)} classes", "wrong_output_count")
+        return list(zip(labels, proba.tolist()))
+
+
+def _outputs(loaded: LoadedModel, warm, expected: list | None) -> Outputs:
+    """What the model answers with, from its task, its classes and its answers at warm-up."""
+    if loaded.task == "regression":
+        return Outputs("FP64", None)
+    declared = loaded.model.classes
+    classes = None
+    if warm is not None and declared:
+        try:
+            proba = loaded.model.predict_proba(loaded.inputs(warm))
+        except Exception:  # a model without usable probabilities still serves its labels
+            proba = None
+        if proba is not None and np.shape(proba) == (warm.shape[0], len(declared)):
+            classes = tuple(declared)
+    sample = expected or (list(declared) if declared else [])
+    return Outputs(label_datatype(sample) if sample else "BYTES", classes)
 
 
 def _warm_rows(manifest, schema: FeatureSchema):
@@ -123,6 +157,7 @@ def load_model(uri: str, version: str | None = None, predict_timeout: float | No
                                f"load, over the {predict_timeout:g} s predict timeout: every request would time out",
                                "too_slow", 504)
         _accelerate(loaded, warm, expected)
+    loaded.outputs = _outputs(loaded, warm, expected if warm is not None else None)
     loaded.load_seconds = time.perf_counter() - started
     return loaded
 

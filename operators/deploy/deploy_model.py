@@ -89,7 +89,7 @@ class DeployModelOperator(BaseOperator):
         from operators.deploy.trigger import DeployStatusTrigger
 
         mv = self._resolve()
-        asked = Served(str(mv.version), mv.source)
+        asked = Served(str(mv.version), mv.source, name=self.model_name)
         settings = dict(self.target_settings)
         if self.canary_percent not in (None, "", "None"):
             try:
@@ -165,7 +165,7 @@ class DeployModelOperator(BaseOperator):
         from operators.deploy.targets import Served
 
         handle, previous = state["handle"], state["previous"]
-        asked = Served(handle["version"], handle["uri"])
+        asked = Served(handle["version"], handle["uri"], name=self.model_name)
         seconds = round(time.time() - state["started"], 3)
         if event["status"] != "serving":
             self._roll_back(context, target, asked.version, previous,
@@ -217,7 +217,7 @@ class DeployModelOperator(BaseOperator):
         if previous:
             self.log.error("%s; rolling back to version %s", reason, previous["version"])
             try:
-                done = target.rollback(Served(previous["version"], previous["uri"]))
+                done = target.rollback(Served(previous["version"], previous["uri"], name=self.model_name))
                 self.log.info("Rollback: %s", done)
                 outcome = "rolled_back"
             except Exception as exc:  # noqa: BLE001 - report both failures

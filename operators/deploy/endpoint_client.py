@@ -54,7 +54,8 @@ def invoke(url: str, instances: list, timeout: float = 30.0) -> dict[str, Any]:
     return _call(url.rstrip("/") + "/invocations", {"instances": instances}, timeout)
 
 
-def swap(url: str, token: str, uri: str, version: str, timeout: float = 120.0) -> dict[str, Any]:
-    """Hot-swap the endpoint to the model artifact ``uri`` labelled ``version`` (admin token)."""
-    return _call(url.rstrip("/") + "/admin/model", {"uri": uri, "version": version}, timeout,
-                 headers={"Authorization": f"Bearer {token}"})
+def swap(url: str, token: str, uri: str, version: str, timeout: float = 120.0, name: str = "") -> dict[str, Any]:
+    """Hot-swap the endpoint to the model artifact ``uri`` labelled ``version`` (admin token);
+    ``name``, the registered model's, becomes its name in the Open Inference Protocol."""
+    return _call(url.rstrip("/") + "/admin/model", {"uri": uri, "version": version, **({"name": name} if name else {})},
+                 timeout, headers={"Authorization": f"Bearer {token}"})

@@ -29,7 +29,18 @@ ping = json.load(urllib.request.urlopen("http://serving:8080/ping"))
 rows = [[float(i % 7) for i in range(len(ping["features"]))] for _ in range(3)]
 request = urllib.request.Request("http://serving:8080/invocations", data=json.dumps({"instances": rows}).encode(),
                                  headers={"Content-Type": "application/json"})
-print(json.dumps({"ping": ping, "answer": json.load(urllib.request.urlopen(request))}))
+answer = json.load(urllib.request.urlopen(request))
+# the Open Inference Protocol over gRPC, on the serving container's gRPC port, under the registered name
+import grpc
+from ml.serving.oip.messages import ModelInferRequest, ModelInferResponse
+infer = ModelInferRequest(model_name="demo_classifier")
+for i, name in enumerate(ping["features"]):
+    infer.inputs.add(name=name, datatype="FP64", shape=[3]).contents.fp64_contents.extend([r[i] for r in rows])
+with grpc.insecure_channel("serving:8081") as channel:
+    reply = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer", request_serializer=ModelInferRequest.
+                                SerializeToString, response_deserializer=ModelInferResponse.FromString)(infer, timeout=60)
+grpc_labels = list(reply.outputs[0].contents.int64_contents)
+print(json.dumps({"ping": ping, "answer": answer, "grpc": grpc_labels, "grpc_version": reply.model_version}))
 """
 
 
@@ -38,7 +49,8 @@ def stack(docker, images, airflow_image):
     from demo.stack import LOCAL_POSTGRES, Stack
 
     env = {"ML_STACK_API_PORT": str(free_port()), "ML_STACK_MLFLOW_PORT": str(free_port()),
-           "ML_STACK_SERVING_PORT": str(free_port()), "AIRFLOW_ADMIN_PASSWORD": secrets.token_urlsafe(12),
+           "ML_STACK_SERVING_PORT": str(free_port()), "ML_STACK_SERVING_GRPC_PORT": str(free_port()),
+           "AIRFLOW_ADMIN_PASSWORD": secrets.token_urlsafe(12),
            "ML_SERVE_ADMIN_TOKEN": secrets.token_urlsafe(16), "AIRFLOW_JWT_SECRET": secrets.token_urlsafe(32),
            "AIRFLOW_SECRET_KEY": secrets.token_urlsafe(32),
            # A yearly schedule whose first interval has not ended: unpausing creates no cron run, so
@@ -52,7 +64,7 @@ def stack(docker, images, airflow_image):
     try:
         url = f"http://127.0.0.1:{env['ML_STACK_API_PORT']}"
         wait_http(url + "/api/v2/monitor/health", timeout=180)
-        yield {"api": AirflowRest(url, "admin", env["AIRFLOW_ADMIN_PASSWORD"]), "stack": stack}
+        yield {"api": AirflowRest(url, "admin", env["AIRFLOW_ADMIN_PASSWORD"]), "stack": stack, "env": env}
     finally:
         print(stack.logs()[-20000:])
         stack.down(volumes=True)
@@ -99,3 +111,15 @@ def test_the_stack_runs_the_pipeline_and_a_client_container_gets_predictions(sta
     assert answer["ping"]["model_version"] == answer["answer"]["model_version"] == production
     assert answer["ping"]["source"].startswith("file:///data/artifacts/models/demo_classifier/")
     assert len(answer["answer"]["predictions"]) == 3 and set(answer["answer"]["predictions"]) <= {0, 1}
+    # gRPC inside the stack's network answers as REST does; the host reaches the published gRPC port
+    assert answer["grpc"] == answer["answer"]["predictions"] and answer["grpc_version"] == production
+    import grpc
+
+    from ml.serving.oip.messages import CLASSES
+
+    with grpc.insecure_channel(f"127.0.0.1:{stack['env']['ML_STACK_SERVING_GRPC_PORT']}") as channel:
+        ready = channel.unary_unary("/inference.GRPCInferenceService/ModelReady",
+                                    request_serializer=CLASSES["ModelReadyRequest"].SerializeToString,
+                                    response_deserializer=CLASSES["ModelReadyResponse"].FromString)(
+            CLASSES["ModelReadyRequest"](name="demo_classifier", version=production), timeout=60)
+    assert ready.ready

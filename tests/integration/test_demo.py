@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+# `make demo`'s whole script, with a deploy-time bound: alone, not beside another worker (Makefile: test)
+pytestmark = pytest.mark.serial
 
 
 def run_demo(demo_dir: Path) -> dict:

@@ -10,6 +10,8 @@ from tests.load.__main__ import serve_a_model
 from tests.load.locust_load import LocustLoad
 from tests.load.slo import judge, percentile
 
+pytestmark = pytest.mark.serial  # it asserts latencies: alone, not beside another worker (Makefile: test)
+
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):

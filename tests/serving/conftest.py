@@ -27,3 +27,17 @@ def trained_models(tmp_path_factory):
     models["rows"] = [[v if v is not None else None for v in row.values()]
                       for row in table.drop(["target"]).slice(0, 5).to_pylist()]
     return models
+
+
+@pytest.fixture(scope="session")
+def text_model(tmp_path_factory):
+    """The built-in text model on generated moderation posts, with a list-of-strings feature (tags)."""
+    from demo.moderation_posts import table as posts_table
+
+    root = tmp_path_factory.mktemp("text-model")
+    table = posts_table(1200, seed=4)
+    tags = [["promo", "link"] if label == "flagged" and i % 2 else (["chat"] if i % 3 else [])
+            for i, label in enumerate(table.column("label").to_pylist())]
+    write_snapshot(str(root / "snap"), table.append_column("tags", pa.array(tags, pa.list_(pa.string()))))
+    train.train(str(root / "snap"), str(root / "m"), train.parse_config({"model": "text", "target": "label"}))
+    return str(root / "m")

@@ -12,22 +12,8 @@ import orjson
 import pyarrow as pa
 import pytest
 
-from demo.moderation_posts import table as posts_table
-from ml import train
 from tests.serving_helpers import in_process
-from tests.helpers import write_snapshot
 from tests.serving.test_server_failures import call
-
-
-@pytest.fixture(scope="module")
-def text_model(tmp_path_factory):
-    root = tmp_path_factory.mktemp("text-model")
-    table = posts_table(1200, seed=4)
-    tags = [["promo", "link"] if label == "flagged" and i % 2 else (["chat"] if i % 3 else [])
-            for i, label in enumerate(table.column("label").to_pylist())]
-    write_snapshot(str(root / "snap"), table.append_column("tags", pa.array(tags, pa.list_(pa.string()))))
-    train.train(str(root / "snap"), str(root / "m"), train.parse_config({"model": "text", "target": "label"}))
-    return str(root / "m")
 
 
 def serve(text_model, scenario, **config):

@@ -9,7 +9,7 @@ process's memory or files. Adding a target means one module and one line in ``TA
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, TypeVar
 
 SpecT = TypeVar("SpecT")
@@ -44,6 +44,8 @@ class Served:
     version: str
     uri: str
     live: bool = True
+    # the registered model's name: the server's name for it in the Open Inference Protocol
+    name: str = field(default="", compare=False)
 
     def as_dict(self) -> dict[str, str]:
         return {"version": self.version, "uri": self.uri}

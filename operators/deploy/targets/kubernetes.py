@@ -116,10 +116,10 @@ class KubernetesTarget(DeployTarget):
         canary = bool(self.spec.canary_percent) and self._read_deployment(api, self.name) is not None
         if canary:  # the new version beside the stable one, behind the same Service
             objects = [deployment(self.endpoint, served.version, served.uri, self.spec, track="canary",
-                                  replicas=canary_replicas(self.spec)),
+                                  replicas=canary_replicas(self.spec), model_name=served.name),
                        service(self.endpoint, self.spec), disruption_budget(self.endpoint, self.spec)]
         else:
-            objects = endpoint_objects(self.endpoint, served.version, served.uri, self.spec)
+            objects = endpoint_objects(self.endpoint, served.version, served.uri, self.spec, model_name=served.name)
         applied, names = self._apply_all(api, objects)
         watched = applied[0]["metadata"]
         return self.handle(

@@ -20,6 +20,7 @@ VERSION_ANNOTATION = "ml-pipelines.io/model-version"
 URI_ANNOTATION = "ml-pipelines.io/model-uri"
 LEVEL_LABEL = "ml-pipelines.io/service-level"
 PORT = 8080  # the serving image's ML_SERVE_PORT
+GRPC_PORT = 8081  # the Open Inference Protocol over gRPC (ML_SERVE_GRPC_PORT); the probes stay on HTTP
 
 # replicas, and how many pods a voluntary disruption (node drain, upgrade) may take at once
 SERVICE_LEVELS: dict[str, dict[str, Any]] = {
@@ -104,7 +105,7 @@ def _probe(path: str, period: int, failures: int, timeout: int = 2) -> dict[str,
 
 
 def deployment(endpoint: str, version: str, uri: str, spec: EndpointSpec, track: str = "stable",
-               replicas: int | None = None) -> dict[str, Any]:
+               replicas: int | None = None, model_name: str = "") -> dict[str, Any]:
     name = resource_name(endpoint) + ("" if track == "stable" else f"-{track}")
     model = {VERSION_ANNOTATION: str(version), URI_ANNOTATION: uri}
     resources = {"cpu": str(spec.cpu), "memory": str(spec.memory)}
@@ -112,9 +113,11 @@ def deployment(endpoint: str, version: str, uri: str, spec: EndpointSpec, track:
         "name": "serving",
         "image": spec.image,
         "imagePullPolicy": spec.image_pull_policy,
-        "args": ["--model", uri, "--model-version", str(version)],
-        "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
-        "env": [{"name": "ML_SERVE_HOST", "value": "0.0.0.0"}, {"name": "ML_SERVE_PORT", "value": str(PORT)}],
+        "args": ["--model", uri, "--model-version", str(version), *(["--name", model_name] if model_name else [])],
+        "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"},
+                  {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"}],
+        "env": [{"name": "ML_SERVE_HOST", "value": "0.0.0.0"}, {"name": "ML_SERVE_PORT", "value": str(PORT)},
+                {"name": "ML_SERVE_GRPC_PORT", "value": str(GRPC_PORT)}],
         "resources": {"requests": resources, "limits": {"memory": resources["memory"]}},
         # startup: the model is downloaded and verified first; then readiness gates traffic and
         # liveness restarts a server that stopped answering
@@ -171,7 +174,10 @@ def service(endpoint: str, spec: EndpointSpec) -> dict[str, Any]:
         "kind": "Service",
         "metadata": {"name": resource_name(endpoint), "namespace": spec.ns, "labels": _labels(endpoint, spec)},
         "spec": {"type": "ClusterIP", "selector": selector(endpoint),
-                 "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]},
+                 "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"},
+                           # cleartext HTTP/2, so meshes and L7 balancers spread gRPC calls, not connections
+                           {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP",
+                            "appProtocol": "kubernetes.io/h2c"}]},
     }
 
 
@@ -202,10 +208,12 @@ def autoscaler(endpoint: str, spec: EndpointSpec) -> dict[str, Any]:
     }
 
 
-def endpoint_objects(endpoint: str, version: str, uri: str, spec: EndpointSpec) -> list[dict[str, Any]]:
+def endpoint_objects(endpoint: str, version: str, uri: str, spec: EndpointSpec,
+                     model_name: str = "") -> list[dict[str, Any]]:
     """What a (non-canary) deploy of ``version`` applies, in order: the Deployment first, so a
     Service never selects nothing while the first version starts."""
-    objects = [deployment(endpoint, version, uri, spec), service(endpoint, spec), disruption_budget(endpoint, spec)]
+    objects = [deployment(endpoint, version, uri, spec, model_name=model_name), service(endpoint, spec),
+               disruption_budget(endpoint, spec)]
     if spec.autoscale:
         objects.append(autoscaler(endpoint, spec))
     return objects

@@ -150,32 +150,32 @@ class LocalServerTarget(DeployTarget):
         return invoke(self.url, rows)
 
     def rollback(self, previous: Served) -> dict[str, Any]:
-        return self._put(previous.uri, previous.version)
+        return self._put(previous.uri, previous.version, previous.name)
 
     def confirm(self, served: Served, **facts) -> None:
         self._save(served={"version": served.version, "uri": served.uri, **facts}, url=self.url)
 
     # ------------------------------------------------------------------ actions
     def deploy(self, served: Served) -> dict[str, Any]:
-        facts = self._put(served.uri, served.version)
+        facts = self._put(served.uri, served.version, served.name)
         return self.handle(url=self.url, version=served.version, uri=served.uri, facts=facts)
 
-    def _put(self, uri: str, version: str) -> dict[str, Any]:
+    def _put(self, uri: str, version: str, name: str = "") -> dict[str, Any]:
         if not self.managed or ping(self.url) is not None:
-            return self._swap(uri, version)
+            return self._swap(uri, version, name)
         self.stop()  # a managed process that no longer answers is replaced, not left holding the port
-        return self._start(uri, version)
+        return self._start(uri, version, name)
 
-    def _swap(self, uri: str, version: str) -> dict:
+    def _swap(self, uri: str, version: str, name: str = "") -> dict:
         try:
-            answer = swap(self.url, self._token(), uri, version)
+            answer = swap(self.url, self._token(), uri, version, name=name)
         except EndpointError as exc:
             if exc.status is None:
                 raise  # unreachable: not a refusal, and nothing is known about what serves
             raise DeployRefusedError(f"{self.url} refused version {version}: {exc}") from None
         return {"action": "hot-swap", "url": self.url, **answer}
 
-    def _start(self, uri: str, version: str) -> dict:
+    def _start(self, uri: str, version: str, name: str = "") -> dict:
         log = open(self.dir / "server.log", "ab")
         # only the basics and the artifact store's settings; hot swaps load only models under the
         # pipelines' artifact root (and any roots the worker adds)
@@ -183,7 +183,7 @@ class LocalServerTarget(DeployTarget):
         env = child_environment(ML_SERVE_ADMIN_TOKEN=self._token(), ML_SERVE_ARTIFACT_ROOTS=roots)
         proc = subprocess.Popen(
             [sys.executable, "-m", "ml.serve", "--model", uri, "--model-version", version,
-             "--host", self.host, "--port", str(self.port)],
+             "--host", self.host, "--port", str(self.port), *(["--name", name] if name else [])],
             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,  # outlives the task
         )
         self._save(pid=proc.pid, port=self.port, url=self.url)

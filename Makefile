@@ -74,13 +74,13 @@ container-tools:
 
 # Branch coverage of ml/ and operators/ in every process the tests start ([tool.coverage] in
 # pyproject.toml); below fail_under the target fails even when every test passed. Two pytest-xdist
-# workers, a test file each at a time (most of the integration tests' time is waiting on Airflow
-# and servers), then the tests marked serial alone (they assert latencies), adding to the same
-# coverage data. The slowest tests are listed: the suite must stay well under CI's 90 minutes.
+# workers, a test file each at a time in file order, so the long container and integration files
+# start first (most of their time is waiting on Airflow and servers), then the tests marked
+# serial alone (they assert latencies), adding to the same coverage data. The slowest tests are listed: the suite must stay well under CI's 90 minutes.
 TEST_WORKERS ?= 2
 test: venv clients-venv container-tools
 	rm -f .coverage .coverage.*
-	$(VENV)/bin/python -m pytest tests -m "not serial" -n $(TEST_WORKERS) --dist loadgroup \
+	$(VENV)/bin/python -m pytest tests -m "not serial" -n $(TEST_WORKERS) --no-loadscope-reorder \
 	  --cov --cov-report= --cov-fail-under=0 --durations=25
 	$(VENV)/bin/python -m pytest tests -m serial --cov --cov-append --cov-report=term-missing:skip-covered --durations=5
 

@@ -5,6 +5,9 @@ Serves one model artifact (``--model``), or follows a registry alias
 flag has an ``ML_SERVE_*`` environment variable; the admin token is only read from
 ``ML_SERVE_ADMIN_TOKEN`` (never a flag, so it stays out of process listings).
 
+It also speaks the Open Inference Protocol: the ``/v2`` REST routes always, gRPC on
+``--grpc-port`` (``ML_SERVE_GRPC_PORT``), the model named ``--name`` (docs/open-inference.md).
+
 Under Vertex AI the platform's variables win: ``AIP_HTTP_PORT`` is the port,
 ``AIP_HEALTH_ROUTE`` and ``AIP_PREDICT_ROUTE`` answer as ``/ping`` and ``/invocations``, and
 ``AIP_STORAGE_URI`` (the model's copy in GCS) is the model when none is given.

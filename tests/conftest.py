@@ -241,17 +241,21 @@ def python() -> str:
 
 
 # --------------------------------------------------------------------------- running in parallel
-# `make test` runs the suite on two pytest-xdist workers (--dist loadgroup), then the tests marked
-# `serial` alone: those assert latencies or run `make demo`'s whole script, which a second worker
-# beside them would skew. Every test file is one unit of work (its module fixtures, such as a
-# running Airflow, start once); the container tests are one unit together, since they share one
+# `make test` runs the suite on two pytest-xdist workers, then the tests marked `serial` alone:
+# those assert latencies or run `make demo`'s whole script, which a second worker beside them
+# would skew. Every test file is one unit of work (its module fixtures, such as a running
+# Airflow, start once); the container tests are one unit together, since they share one
 # container engine and its image builds.
 def pytest_configure(config):
     config.addinivalue_line("markers", "serial: run alone, after the parallel part of `make test`")
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        path = item.nodeid.split("::", 1)[0]
-        item.add_marker(pytest.mark.xdist_group("containers" if path.startswith("tests/containers/") else path))
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByFile(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "tests/containers" if path.startswith("tests/containers/") else path
+
+    return ByFile(config, log)

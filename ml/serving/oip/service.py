@@ -62,16 +62,20 @@ class OpenInference:
         return {"name": self.protocol_name(model), "versions": [model.version], "platform": f"ml.serve/{model.name}",
                 "inputs": input_metadata(model.schema), "outputs": model.outputs.metadata()}
 
-    async def infer(self, model: LoadedModel, tensors: list[Tensor], requested: list[str] | None,
+    def rows(self, model: LoadedModel, tensors: list[Tensor]):
+        """The model's payload from one tensor per feature, or InputError naming what is wrong."""
+        return rows_of(tensors, model.schema, self.server.config.max_rows)
+
+    async def infer(self, model: LoadedModel, payload, requested: list[str] | None,
                     ) -> list[tuple[str, str, list[int], object]]:
-        """The outputs asked for (all, when ``requested`` is empty): (name, datatype, shape, data)."""
+        """The outputs asked for (all, when ``requested`` is empty) for ``payload`` (``rows``):
+        (name, datatype, shape, data)."""
         outputs = model.outputs
         names = requested or list(outputs.names)
         for n in names:
             if n not in outputs.names:
                 raise InputError(f"unknown output {n!r}; this model's outputs are {list(outputs.names)}")
         config = self.server.config
-        payload = rows_of(tensors, model.schema, config.max_rows)
         proba = PROBABILITIES in names
         answers = await self.server.batcher.predict(model, payload, 2 * config.predict_timeout_s, proba=proba)
         rows = len(answers)

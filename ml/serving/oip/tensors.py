@@ -169,13 +169,13 @@ def from_contents(name: str, datatype: str, shape: Any, contents) -> Tensor:
     shape = check_shape(name, datatype, shape)
     if datatype == "FP16":
         raise InputError(f"input {name!r}: FP16 travels only as raw_input_contents")
-    values = getattr(contents, CONTENTS_FIELD[datatype])
+    values = getattr(contents, CONTENTS_FIELD[datatype])[:]  # a list: NumPy reads it 10x faster than the container
     if len(values) != element_count(shape):
         raise InputError(f"input {name!r}: {len(values)} values in {CONTENTS_FIELD[datatype]} for shape "
                          f"{list(shape)} ({element_count(shape)} elements)")
     if datatype == "BYTES":
-        return Tensor(name, datatype, shape, list(values))
-    return Tensor(name, datatype, shape, np.asarray(values, dtype=NUMPY[datatype]))
+        return Tensor(name, datatype, shape, values)
+    return Tensor(name, datatype, shape, np.array(values, dtype=NUMPY[datatype]))
 
 
 def rows_of(tensors: list[Tensor], schema: FeatureSchema, max_rows: int):
@@ -211,16 +211,10 @@ def rows_of(tensors: list[Tensor], schema: FeatureSchema, max_rows: int):
         raise InputError(f"{rows} rows in one request; the limit is {max_rows}", 413)
     if schema.numeric:
         matrix = np.empty((rows, schema.width), dtype=np.float64)
-        for c, f in enumerate(schema.features):
-            column = by_name[f.name].data
-            matrix[:, c] = column
-            if not schema.missing_ok[c] and f.kind == "number" and np.isnan(matrix[:, c]).any():
-                row = int(np.flatnonzero(np.isnan(matrix[:, c]))[0])
-                raise InputError(f"row {row}, feature {f.name!r}: missing value (NaN) not allowed; this model "
-                                 f"never saw that feature missing in training")
-            if f.kind == "number" and np.isinf(matrix[:, c]).any():
-                row = int(np.flatnonzero(np.isinf(matrix[:, c]))[0])
-                raise InputError(f"row {row}, feature {f.name!r}: {matrix[row, c]} is not a finite number")
+        for c, name in enumerate(schema.names):
+            matrix[:, c] = by_name[name].data
+        if not np.isfinite(matrix).all():  # one check for the common case; the details when it fails
+            _check_not_finite(matrix, schema)
         return matrix
     values = []
     for c, f in enumerate(schema.features):
@@ -233,6 +227,20 @@ def rows_of(tensors: list[Tensor], schema: FeatureSchema, max_rows: int):
             items = t.data.tolist()
         values.append([_value(v, r, c, schema) for r, v in enumerate(items)])
     return Columns(values, rows)
+
+
+def _check_not_finite(matrix: np.ndarray, schema: FeatureSchema) -> None:
+    """NaN is a missing value, allowed where the feature had missing values in training; an
+    infinity never is."""
+    for c, f in enumerate(schema.features):
+        column = matrix[:, c]
+        if np.isinf(column).any():
+            row = int(np.flatnonzero(np.isinf(column))[0])
+            raise InputError(f"row {row}, feature {f.name!r}: {column[row]} is not a finite number")
+        if not schema.missing_ok[c] and np.isnan(column).any():
+            row = int(np.flatnonzero(np.isnan(column))[0])
+            raise InputError(f"row {row}, feature {f.name!r}: missing value (NaN) not allowed; this model "
+                             f"never saw that feature missing in training")
 
 
 def _text(raw: bytes, row: int, name: str) -> str:

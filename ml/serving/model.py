@@ -88,16 +88,19 @@ def _outputs(loaded: LoadedModel, warm, expected: list | None) -> Outputs:
     """What the model answers with, from its task, its classes and its answers at warm-up."""
     if loaded.task == "regression":
         return Outputs("FP64", None)
-    declared = loaded.model.classes
+    try:  # a team's model may declare its classes oddly: then it serves labels, without probabilities
+        declared = list(loaded.model.classes or [])
+    except Exception:
+        declared = []
     classes = None
     if warm is not None and declared:
         try:
             proba = loaded.model.predict_proba(loaded.inputs(warm))
+            if proba is not None and np.shape(proba) == (warm.shape[0], len(declared)):
+                classes = tuple(declared)
         except Exception:  # a model without usable probabilities still serves its labels
-            proba = None
-        if proba is not None and np.shape(proba) == (warm.shape[0], len(declared)):
-            classes = tuple(declared)
-    sample = expected or (list(declared) if declared else [])
+            pass
+    sample = expected or declared
     return Outputs(label_datatype(sample) if sample else "BYTES", classes)
 
 

@@ -18,7 +18,7 @@ import yaml
 
 from demo.local_airflow import free_port
 from ml import train
-from operators.deploy.targets.kubernetes_manifests import PORT, EndpointSpec, endpoint_objects
+from operators.deploy.targets.kubernetes_manifests import GRPC_PORT, PORT, EndpointSpec, endpoint_objects
 from tests.containers.conftest import wait_http
 from tests.helpers import breast_cancer_table, write_snapshot
 
@@ -60,7 +60,8 @@ def test_the_rendered_deployment_and_service_serve_under_podman(podman, docker, 
     deployment, service = copy.deepcopy(objects[0]), objects[1]
     port = free_port()
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    assert container["ports"] == [{"name": "http", "containerPort": PORT, "protocol": "TCP"}]
+    assert container["ports"] == [{"name": "http", "containerPort": PORT, "protocol": "TCP"},
+                                  {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"}]
     container["ports"][0]["hostPort"] = port  # the Service's stand-in (see the module docstring)
     spec_file = tmp_path / "endpoint.yaml"
     spec_file.write_text(yaml.safe_dump_all([deployment, service]))

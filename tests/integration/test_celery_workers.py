@@ -26,7 +26,10 @@ DAYS = 10  # seeded days 0..9: the week's backfill (days 1..7) and the drill's d
 GENERAL = {"worker-1", "worker-2"}
 SCORING = "ml_batch_scoring"
 
-pytestmark = pytest.mark.timeout(1500)
+# Alone, after the parallel part of `make test`: beside the container tests on the other worker,
+# its tasks stayed queued for 400 s (2026-12-03; the cause is not found yet).
+
+pytestmark = [pytest.mark.timeout(1500), pytest.mark.serial]
 
 
 @pytest.fixture(scope="module")

@@ -26,9 +26,9 @@ DAYS = 10  # seeded days 0..9: the week's backfill (days 1..7) and the drill's d
 GENERAL = {"worker-1", "worker-2"}
 SCORING = "ml_batch_scoring"
 
-# Alone, after the parallel part of `make test`: beside the container tests on the other worker,
-# its tasks stayed queued for 400 s (2026-12-03; the cause is not found yet).
-
+# Alone, after the parallel part of `make test`. Its tasks once stayed queued for 400 s under two
+# workers (2026-12-03); the cause was Celery workers left running by an earlier, killed run of
+# the suite on the same Redis database, which took the tasks. Serial until a parallel run proves it.
 pytestmark = [pytest.mark.timeout(1500), pytest.mark.serial]
 
 

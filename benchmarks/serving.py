@@ -261,19 +261,14 @@ def table(title: str, results: dict, ours_name: str) -> None:
         print(f"{name:<36}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['non_2xx']:>9}{ratio:>13}")
 
 
-def protocol_section(work: Path, env: dict, seconds: int, only: set[str]) -> dict:
+def protocol_section(work: Path, env: dict, seconds: int, only: set[str], row: list[float]) -> dict:
     """The Open Inference Protocol: each server's REST infer (wrk, JSON) and gRPC infer (h2load), single-row
-    requests for the same fitted estimator, 8 at a time; every server serving both from one process."""
+    requests (``row``) for the same fitted estimator (``build_models``), 8 at a time; every server serving both
+    from one process."""
     from benchmarks import open_inference_load as oip
     from ml import model_io
 
-    if not (work / "model").exists():
-        build_models(work)
-    names = [f"f{i}" for i in range(10)]
-    from sklearn.datasets import make_classification
-
-    row = [round(float(v), 6) for v in make_classification(n_samples=20_000, n_features=10, n_informative=6,
-                                                          random_state=0)[0][0]]
+    names = [f"f{i}" for i in range(len(row))]
     ports: dict[str, int] = {}
 
     def grpc_port(key: str) -> int:
@@ -365,8 +360,9 @@ def main() -> None:
                                              "--port", str(port)]
         mlflow_serve = lambda uri: lambda port: [str(BIN / "mlflow"), "models", "serve", "-m", uri, "--env-manager",
                                                  "local", "-h", "127.0.0.1", "-p", str(port)]
-        if "numeric" in models:
+        if models & {"numeric", "protocol"}:  # one fitted estimator for both sections
             ours_uri, mlflow_uri, row = build_models(work)
+        if "numeric" in models:
             # name -> (key, command for a port, health, predict path, body, env): one row, each server's protocol
             mlflow_body = json.dumps({"inputs": [row]})
             servers = {"ml.serve (this project)": ("ml.serve", ml_serve(ours_uri), "/ping", "/invocations",
@@ -411,7 +407,7 @@ def main() -> None:
             print("text model:", flush=True)
             results["text"] = measure(servers, work, env, args.seconds, only)
         if "protocol" in models:
-            results["protocol"] = protocol_section(work, env, args.seconds, only)
+            results["protocol"] = protocol_section(work, env, args.seconds, only, row)
         if args.compare_with:
             subprocess.run(["git", "-C", str(REPO), "worktree", "prune"], check=False)
     if "numeric" in results:

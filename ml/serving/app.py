@@ -259,8 +259,7 @@ class ModelServer:
             finally:
                 batcher.came()
 
-        answer = await self._v2.handle(path, method, headers, read_body)
-        return answer
+        return await self._v2.handle(path, method, headers, read_body)
 
     async def _admin(self, headers: dict, receive) -> tuple[int, bytes, bytes]:
         body = await _read_body(receive, headers, 64 * 1024)

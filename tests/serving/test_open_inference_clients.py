@@ -35,10 +35,10 @@ def drive(family: str, scenario: dict, timeout: float = 120) -> dict:
     return json.loads(proc.stdout)
 
 
-def serve(model: str, version: str, name: str, *extra: str) -> tuple[ServerProcess, int]:
+def serve(model: str, version: str, name: str, *extra: str, env: dict | None = None) -> tuple[ServerProcess, int]:
     grpc_port = free_port()
     server = ServerProcess("--model", model, "--model-version", version, "--name", name,
-                           "--grpc-port", str(grpc_port), *extra, env={"ML_SERVE_ACCESS_LOG": "false"})
+                           "--grpc-port", str(grpc_port), *extra, env={"ML_SERVE_ACCESS_LOG": "false", **(env or {})})
     return server, grpc_port
 
 
@@ -126,10 +126,8 @@ def test_ten_hot_swaps_under_grpc_load_fail_no_request_and_an_old_version_is_not
     rows = trained_models["rows"][:1]
     features = [{"name": f, "datatype": "FP64", "values": [float("nan") if row[i] is None else row[i] for row in rows]}
                 for i, f in enumerate(trained_models["features"])]
-    grpc_port = free_port()  # the admin token is read from the environment only
-    server = ServerProcess("--model", trained_models["1"], "--model-version", "1", "--name", "cancer",
-                           "--grpc-port", str(grpc_port), "--artifact-root", trained_models["root"],
-                           env={"ML_SERVE_ACCESS_LOG": "false", "ML_SERVE_ADMIN_TOKEN": TOKEN})
+    server, grpc_port = serve(trained_models["1"], "1", "cancer", "--artifact-root", trained_models["root"],
+                              env={"ML_SERVE_ADMIN_TOKEN": TOKEN})  # the admin token is read from the environment only
     stop_file = tmp_path / "stop"
     with server:
         plan = tmp_path / "load.json"

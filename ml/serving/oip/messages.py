@@ -4,7 +4,7 @@ Why not protoc's generated code: generated modules are tied to the protobuf rele
 them (a major version apart, they warn or refuse to load), and the server runs on whichever
 protobuf the deployment has. A descriptor is plain data, valid on any protobuf release.
 ``open_inference.proto`` beside this file is the same API for other languages;
-tests/serving/test_open_inference_proto.py compiles it and checks the two agree field by field.
+tests/serving/test_open_inference_protocol.py compiles it and checks the two agree field by field.
 """
 
 from __future__ import annotations
@@ -78,7 +78,8 @@ METHODS = {  # rpc -> (request, response)
 }
 
 
-def _field(message: descriptor_pb2.DescriptorProto, spec: tuple) -> None:
+def _field(message: descriptor_pb2.DescriptorProto, path: str, spec: tuple) -> None:
+    """One field of the message at ``path`` (".inference.Name"), as ``MESSAGES`` gives it."""
     name, kind, number, repeated, oneof = spec + (False, None)[len(spec) - 3:]
     field = message.field.add(name=name, number=number, json_name=_camel(name),
                               label=_F.LABEL_REPEATED if repeated else _F.LABEL_OPTIONAL)
@@ -89,7 +90,7 @@ def _field(message: descriptor_pb2.DescriptorProto, spec: tuple) -> None:
         entry.field.add(name="value", number=2, label=_F.LABEL_OPTIONAL, type=_F.TYPE_MESSAGE,
                         type_name=kind[4:], json_name="value")
         field.label, field.type = _F.LABEL_REPEATED, _F.TYPE_MESSAGE
-        field.type_name = f"{message_path(message)}.{entry.name}"
+        field.type_name = f"{path}.{entry.name}"
     elif kind.startswith("."):
         field.type, field.type_name = _F.TYPE_MESSAGE, kind
     else:
@@ -107,13 +108,6 @@ def _camel(name: str) -> str:
     return head + "".join(p.title() for p in rest)
 
 
-_PATHS: dict[int, str] = {}
-
-
-def message_path(message: descriptor_pb2.DescriptorProto) -> str:
-    return _PATHS[id(message)]
-
-
 def file_descriptor() -> descriptor_pb2.FileDescriptorProto:
     """The protocol's file descriptor: what ``protoc`` makes of open_inference.proto."""
     proto = descriptor_pb2.FileDescriptorProto(name=FILE_NAME, package=PACKAGE, syntax="proto3")
@@ -122,14 +116,12 @@ def file_descriptor() -> descriptor_pb2.FileDescriptorProto:
         parent, _, leaf = path.rpartition(".")
         message = (made[parent].nested_type if parent else proto.message_type).add(name=leaf)
         made[path] = message
-        _PATHS[id(message)] = f".{PACKAGE}.{path}"
     for path, fields in MESSAGES.items():
         for spec in fields:
-            _field(made[path], spec)
+            _field(made[path], f".{PACKAGE}.{path}", spec)
     service = proto.service.add(name=SERVICE)
     for rpc, (request, response) in METHODS.items():
         service.method.add(name=rpc, input_type=f".{PACKAGE}.{request}", output_type=f".{PACKAGE}.{response}")
-    _PATHS.clear()
     return proto
 
 

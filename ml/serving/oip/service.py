@@ -9,6 +9,8 @@ micro-batcher, so REST, gRPC and ``/invocations`` requests share batches, timeou
 
 from __future__ import annotations
 
+import numpy as np
+
 from ml.serving.inputs import InputError
 from ml.serving.model import LoadedModel
 from ml.serving.oip.tensors import LABEL, PROBABILITIES, Tensor, input_metadata, label_array, rows_of
@@ -85,8 +87,6 @@ class OpenInference:
                 labels = [a[0] for a in answers] if proba else answers
                 result.append((LABEL, outputs.label_datatype, [rows], label_array(labels, outputs.label_datatype)))
             else:
-                import numpy as np
-
                 matrix = np.asarray([a[1] for a in answers], dtype=np.float64)
                 result.append((PROBABILITIES, "FP64", [rows, len(outputs.classes)], matrix.ravel()))
         return result

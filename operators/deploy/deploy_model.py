@@ -8,6 +8,7 @@ the endpoint's asset, since Airflow emits outlet events only for successful task
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
@@ -47,10 +48,14 @@ class DeployModelOperator(BaseOperator):
     :param canary_percent: the share the new version takes first beside the serving one
         (kubernetes: of the replicas; sagemaker: blue/green canary; vertex: of the traffic);
         templated, e.g. from a Param; empty: the target's own setting.
+    :param smoke_protocol: how the smoke test calls the endpoint: ``invocations`` (ml.serve's own
+        route), ``v2`` (the Open Inference Protocol over REST) or ``grpc`` (over gRPC), each
+        request naming the version it expects; templated; empty: ``ML_DEPLOY_SMOKE_PROTOCOL``, else
+        ``invocations``. A target that cannot speak it is refused before anything is deployed.
     """
 
     template_fields: Sequence[str] = ("model_name", "version", "alias", "endpoint", "reason", "canary_percent",
-                                       "target", "target_conn_id")
+                                       "target", "target_conn_id", "smoke_protocol")
     ui_color = "#ffd9d9"
     no_retry_reason = "a failed deploy is already rolled back; retrying would put the bad version back in traffic"
 
@@ -59,7 +64,7 @@ class DeployModelOperator(BaseOperator):
                  target_conn_id: str | None = "ml_endpoint", mlflow_conn_id: str = "mlflow_default",
                  smoke_rows: int = 32, min_smoke_accuracy: float | None = None, wait_timeout: float = 120,
                  reason: str = "deploy", canary_percent: int | str | None = None, wait_in_task: float | None = None,
-                 **kwargs) -> None:
+                 smoke_protocol: str | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.model_name, self.endpoint, self.version, self.alias = model_name, endpoint, version, alias
         self.target, self.target_settings, self.mlflow_conn_id = target, target_settings or {}, mlflow_conn_id
@@ -67,6 +72,21 @@ class DeployModelOperator(BaseOperator):
         self.smoke_rows, self.min_smoke_accuracy = smoke_rows, min_smoke_accuracy
         self.wait_timeout, self.reason, self.canary_percent = wait_timeout, reason, canary_percent
         self.wait_in_task = wait_in_task
+        self.smoke_protocol = smoke_protocol
+
+    def _protocol(self, target) -> str:
+        """The smoke test's protocol, or AirflowFailException when ``target`` cannot speak it."""
+        from operators.deploy.open_inference_client import SMOKE_PROTOCOLS
+
+        given = self.smoke_protocol if self.smoke_protocol not in (None, "", "None") else None
+        protocol = (given or os.environ.get("ML_DEPLOY_SMOKE_PROTOCOL") or "invocations").strip().lower()
+        if protocol not in SMOKE_PROTOCOLS:
+            raise AirflowFailException(f"smoke_protocol {protocol!r} is not one of {', '.join(SMOKE_PROTOCOLS)} "
+                                       f"(ML_DEPLOY_SMOKE_PROTOCOL, or the level's smoke_protocol in its model spec)")
+        if protocol not in target.protocols:
+            raise AirflowFailException(f"the {target.kind} target's endpoint {self.endpoint} cannot be smoke-tested "
+                                       f"over {protocol}: it speaks {', '.join(target.protocols)}; nothing was deployed")
+        return protocol
 
     def _resolve(self):
         from operators.registry.mlflow_tracking import mlflow_target
@@ -100,6 +120,7 @@ class DeployModelOperator(BaseOperator):
             target = get_target(self.target or None, self.endpoint, self.target_conn_id, settings)
         except ValueError as exc:
             raise AirflowFailException(f"endpoint {self.endpoint}: {exc}") from None
+        self._protocol(target)  # before anything changes
         previous = target.current()
         if previous is not None and previous.live and previous.as_dict() == asked.as_dict():
             self.log.info("%s already serves %s version %s; nothing to do", self.endpoint, self.model_name,
@@ -190,26 +211,43 @@ class DeployModelOperator(BaseOperator):
         from ml.model_io import read_holdout
         from operators.deploy.endpoint_client import EndpointError
 
+        protocol = self._protocol(target)
         manifest = artifacts.read_manifest(asked.uri, kind="model")
         names = [c["name"] for c in manifest.schema]
         holdout = read_holdout(manifest, rows=self.smoke_rows)
         records = holdout.select(names).to_pylist()
+        truth = holdout.column(manifest.extra["target"]).to_pylist() if "target" in manifest.extra else None
         try:
-            answer = target.invoke(records)
+            if protocol == "invocations":
+                answer = target.invoke(records)
+            else:
+                from operators.deploy import open_inference_client as oip
+
+                keep = [i for i, r in enumerate(records) if oip.carried(r, manifest.schema)]
+                if len(keep) < len(records):
+                    self.log.info("%d of %d held-out rows have a missing text or boolean value, which the Open "
+                                  "Inference Protocol cannot carry; smoke-testing the other %d", len(records) - len(keep),
+                                  len(records), len(keep))
+                    records = [records[i] for i in keep]
+                    truth = [truth[i] for i in keep] if truth is not None else None
+                if not records:
+                    raise SmokeTestFailed(f"none of the {self.smoke_rows} held-out rows can travel over {protocol}")
+                answer = target.infer(oip.infer_request(asked.name or self.model_name, asked.version, records,
+                                                        manifest.schema), protocol)
         except EndpointError as exc:
-            raise SmokeTestFailed(str(exc)) from None
+            raise SmokeTestFailed(str(exc) if protocol == "invocations" else f"over {protocol}: {exc}") from None
         if answer.get("model_version") != asked.version:
             raise SmokeTestFailed(f"answered by version {answer.get('model_version')}, not {asked.version}")
         predictions = answer.get("predictions", [])
         if len(predictions) != len(records):
             raise SmokeTestFailed(f"{len(predictions)} predictions for {len(records)} rows")
         if self.min_smoke_accuracy is not None and manifest.extra.get("task") == "classification":
-            truth = holdout.column(manifest.extra["target"]).to_pylist()
             accuracy = sum(p == t for p, t in zip(predictions, truth)) / len(truth)
             if accuracy < self.min_smoke_accuracy:
                 raise SmokeTestFailed(f"accuracy {accuracy:.3f} on {len(truth)} held-out rows is below "
                                       f"{self.min_smoke_accuracy}")
-        self.log.info("Smoke test passed: %d held-out rows predicted by version %s", len(records), asked.version)
+        self.log.info("Smoke test passed over %s: %d held-out rows predicted by version %s", protocol, len(records),
+                      asked.version)
 
     def _roll_back(self, context: Context, target, version: str, previous: dict | None, reason: str):
         from operators.deploy.targets import Served

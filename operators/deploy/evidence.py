@@ -23,7 +23,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-PATH = "/invocations"
+# every prediction route's metrics path label: ml.serve's own, and the Open Inference Protocol's over
+# REST and gRPC (ml/serving/oip), so clients of any of them count as evidence
+PREDICT_PATHS = frozenset({"/invocations", "/v2/infer", "grpc/ModelInfer"})
 
 
 @dataclass(frozen=True)
@@ -76,8 +78,9 @@ class Sample:
         return cls(d["requests"], d["errors"], tuple((float(le), c) for le, c in d["buckets"]), d.get("version"))
 
 
-def parse_metrics(text: str, path: str = PATH) -> Sample:
-    """The prediction route's counters from an ml.serve ``/metrics`` page."""
+def parse_metrics(text: str, paths: frozenset[str] = PREDICT_PATHS) -> Sample:
+    """The prediction routes' counters, summed, from an ml.serve ``/metrics`` page (the latency
+    histograms of all routes share one set of buckets)."""
     from prometheus_client.parser import text_string_to_metric_families
 
     requests = errors = 0.0
@@ -85,11 +88,11 @@ def parse_metrics(text: str, path: str = PATH) -> Sample:
     version = None
     for family in text_string_to_metric_families(text):
         for s in family.samples:
-            if s.name == "ml_serve_requests_total" and s.labels.get("path") == path:
+            if s.name == "ml_serve_requests_total" and s.labels.get("path") in paths:
                 requests += s.value
-            elif s.name == "ml_serve_errors_total" and s.labels.get("path") == path:
+            elif s.name == "ml_serve_errors_total" and s.labels.get("path") in paths:
                 errors += s.value  # 4xx too: a version whose schema changed refuses the clients' rows
-            elif s.name == "ml_serve_request_latency_seconds_bucket" and s.labels.get("path") == path:
+            elif s.name == "ml_serve_request_latency_seconds_bucket" and s.labels.get("path") in paths:
                 le = float(s.labels["le"])
                 buckets[le] = buckets.get(le, 0.0) + s.value
             elif s.name == "ml_serve_model_info" and s.value == 1:

@@ -48,14 +48,15 @@ def endpoint_asset(endpoint: str = ENDPOINT) -> Asset:
 def deploy_steps(*, model_name, version, reason: str, alias=None, endpoint: str = ENDPOINT,
                  target: str | None = DEPLOY_TARGET, target_conn_id: str = ENDPOINT_CONN_ID, ledger_outlets=None,
                  min_smoke_accuracy: float | None = None, task_id: str = "deploy", canary_percent=None,
-                 suffix: str = ""):
+                 suffix: str = "", smoke_protocol: str | None = None):
     """(deploy, record_ledger, watcher); wire upstream -> deploy, and deploy -> the other two.
 
     ``model_name``, ``version``, ``alias``, ``endpoint``, ``target`` and ``target_conn_id`` may be
     templates or XComArgs (``task.output[...]``). The ledger's record goes on ``ledger_outlets``:
     by default the endpoint's asset (the deployment's endpoint when ``endpoint`` is a template); an
     ``AssetAlias`` there takes the record on the asset of the endpoint the deploy really used.
-    ``suffix`` tells a second level's ledger and watcher tasks from the first's.
+    ``suffix`` tells a second level's ledger and watcher tasks from the first's. ``smoke_protocol``
+    (invocations, v2, grpc; may be a template) is how the smoke test calls the endpoint.
     """
     if ledger_outlets is None:
         ledger_outlets = [endpoint_asset(ENDPOINT if "{{" in str(endpoint) else endpoint)]
@@ -63,6 +64,7 @@ def deploy_steps(*, model_name, version, reason: str, alias=None, endpoint: str 
         task_id=task_id, model_name=model_name, version=version, alias=alias, endpoint=endpoint,
         target=target, target_conn_id=target_conn_id, reason=reason, min_smoke_accuracy=min_smoke_accuracy,
         canary_percent=canary_percent, wait_in_task=WAIT_IN_TASK, retries=0, queue=queue("deploy"),
+        smoke_protocol=smoke_protocol,
     )
     record = RecordLedgerOperator(task_id=f"record_ledger{suffix}", deploy_task_id=task_id, outlets=ledger_outlets)
     watcher = FailIfUpstreamFailedOperator(task_id=f"fail_if_deploy_failed{suffix}", watched_task_id=task_id)

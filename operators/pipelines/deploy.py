@@ -12,6 +12,7 @@ class Endpoint:
     name: str
     target: str | None  # local, kubernetes, sagemaker, vertex; None: the connection's extra or local
     conn_id: str
+    smoke_protocol: str | None = None  # invocations, v2, grpc; None: ML_DEPLOY_SMOKE_PROTOCOL, else invocations
 
 
 @dataclass(frozen=True)
@@ -40,10 +41,12 @@ def deploy_dag(s: DeploySettings):
     names = [e.name for e in s.endpoints]
     if len(s.endpoints) == 1:
         target, conn_id, ledger = s.endpoints[0].target, s.endpoints[0].conn_id, None
+        smoke = s.endpoints[0].smoke_protocol
     else:  # the run's endpoint picks its target and connection
         target = "{{ %r[params.endpoint] }}" % {e.name: e.target or "" for e in s.endpoints}
         conn_id = "{{ %r[params.endpoint] }}" % {e.name: e.conn_id for e in s.endpoints}
         ledger = [AssetAlias(f"{s.dag_id}.ledger")]
+        smoke = "{{ %r[params.endpoint] }}" % {e.name: e.smoke_protocol or "" for e in s.endpoints}
     with DAG(
         dag_id=s.dag_id,
         description=f"Deploy or roll back a registered model on endpoint {' or '.join(names)}",
@@ -106,6 +109,7 @@ def deploy_dag(s: DeploySettings):
             model_name="{{ params.model }}", version=chosen["version"], alias=chosen["alias"],
             endpoint="{{ params.endpoint }}", reason=chosen["reason"],  # the ledger records the run id too
             canary_percent="{{ params.canary_percent }}", target=target, target_conn_id=conn_id, ledger_outlets=ledger,
+            smoke_protocol=smoke,
         )
         deployed >> alias_to_move() >> PromoteModelOperator(task_id="move_alias", model_name="{{ params.model }}",
                                                             version=chosen["version"],

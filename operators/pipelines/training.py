@@ -27,6 +27,7 @@ class NextLevel:
     target: str | None
     conn_id: str
     promotion: dict[str, Any]  # the spec's rules: evidence (min_requests, ...) or approval
+    smoke_protocol: str | None = None  # how its deploy's smoke test calls the endpoint
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class TrainingSettings:
     retrain_on_new_snapshot: bool = True
     deploy_target: str | None = None
     endpoint_conn_id: str = "ml_endpoint"
+    smoke_protocol: str | None = None  # invocations, v2, grpc: the first deploy's smoke test
     model_class: str = "sklearn"
     estimator: str = "HistGradientBoostingClassifier"
     hyperparameters: dict[str, Any] = field(default_factory=lambda: {"max_iter": 100, "learning_rate": 0.1})
@@ -227,7 +229,8 @@ def training_pipeline(s: TrainingSettings):
         deploy, record_ledger, watcher = deploy_steps(
             model_name="{{ params.model_name }}", version=register.output["version"],
             reason="deploy after training run {{ run_id }}", canary_percent="{{ params.canary_percent }}",
-            endpoint=s.endpoint, target=s.deploy_target, target_conn_id=s.endpoint_conn_id)
+            endpoint=s.endpoint, target=s.deploy_target, target_conn_id=s.endpoint_conn_id,
+            smoke_protocol=s.smoke_protocol)
         skip_deploy = EmptyOperator(task_id="skip_deploy")
         # only when the deploy failed: the registry must not call a refused version by the alias
         restore_aliases = RestoreAliasesOperator(task_id="restore_aliases", model_name="{{ params.model_name }}",
@@ -280,7 +283,8 @@ def _promotion_path(s: TrainingSettings, version, first_deploy) -> None:
         deploy, _, _ = deploy_steps(
             model_name="{{ params.model_name }}", version=version, task_id=f"deploy_{level.name}",
             suffix=f"_{level.name}", reason=f"promoted to {level.name} by run {{{{ run_id }}}}",
-            endpoint=level.endpoint, target=level.target, target_conn_id=level.conn_id)
+            endpoint=level.endpoint, target=level.target, target_conn_id=level.conn_id,
+            smoke_protocol=level.smoke_protocol)
         restore = RestoreAliasesOperator(task_id=f"restore_aliases_{level.name}", model_name="{{ params.model_name }}",
                                          promote_task_id=f"promote_{level.name}")
         chain(upstream, *waits, promote, deploy, restore)

@@ -85,6 +85,7 @@ def model_dags(name: str, folder: Path = SPEC_FOLDER, fileloc: str | None = None
     dags = [training_pipeline(TrainingSettings(
         dag_id=ids["train"], model_name=name, sql=raw["source"]["sql"], template_searchpath=searchpath,
         endpoint=first.endpoint, alias=first.name, deploy_target=first.target, endpoint_conn_id=first.conn_id,
+        smoke_protocol=first.smoke_protocol,
         source_conn_id=raw["source"]["conn_id"], extract_from=raw["source"]["export"],
         compute=raw["training"]["compute"], resources=raw["training"]["resources"],
         timeout_hours=raw["training"]["timeout_hours"], schedule=raw["schedule"], catchup=raw["catchup"],
@@ -94,13 +95,15 @@ def model_dags(name: str, folder: Path = SPEC_FOLDER, fileloc: str | None = None
         test_fraction=model.get("test_fraction", 0.2), seed=model.get("seed", 42),
         metric=raw["gate"]["metric"], direction=raw["gate"]["direction"], margin=raw["gate"]["margin"],
         source_table=None,
-        next_levels=[NextLevel(l.name, l.endpoint, l.target, l.conn_id, l.promotion) for l in spec.levels[1:]],
+        next_levels=[NextLevel(l.name, l.endpoint, l.target, l.conn_id, l.promotion, l.smoke_protocol)
+                     for l in spec.levels[1:]],
         description=f"{name}: train, register, gate, deploy to {first.name}"
                     + "".join(f", promote to {l.name}" for l in spec.levels[1:]),
         doc_md=doc, fileloc=fileloc, **_labels(spec, "training")))]
     dags.append(deploy_dag(DeploySettings(
         dag_id=ids["deploy"], model_name=name, fileloc=fileloc,
-        endpoints=[Endpoint(level.endpoint, level.target, level.conn_id) for level in spec.levels],
+        endpoints=[Endpoint(level.endpoint, level.target, level.conn_id, level.smoke_protocol)
+                   for level in spec.levels],
         endpoint_help="; one per level: " + ", ".join(f"{l.name} {l.endpoint}" for l in spec.levels),
         **_labels(spec, "deploy"))))
     if scoring := raw.get("batch_scoring"):

@@ -51,6 +51,7 @@ class Level:
     target: str | None
     canary_percent: int | None
     promotion: dict[str, Any]
+    smoke_protocol: str | None = None
 
 
 @dataclass(frozen=True)
@@ -197,7 +198,8 @@ def parse_spec(path: Path, text: str | None = None, allowed_classes: list[str] |
                                                          "promotion evidence belongs on the levels after it")
         levels.append(Level(level["name"], level["endpoint"],
                             level.get("conn_id") or "ml_endpoint_" + level["endpoint"].replace("-", "_"),
-                            level.get("target"), level.get("canary_percent"), level.get("promotion", {})))
+                            level.get("target"), level.get("canary_percent"), level.get("promotion", {}),
+                            level.get("smoke_protocol")))
     return ModelSpec(path, spec, levels)
 
 

@@ -205,3 +205,29 @@ def test_promotion_on_labelled_feedback_checks_accuracy_after_the_evidence_and_n
         "      window_minutes: 30", "      window_minutes: 30\n      feedback_table: reviewed_posts"))
     with pytest.raises(SpecError, match=r"accuracy_floor"):
         model_dags("demo_moderation", folder=tmp_path)
+
+
+def test_each_levels_smoke_protocol_reaches_its_deploys_and_a_wrong_one_is_the_specs_error(tmp_path):
+    from jinja2.nativetypes import NativeEnvironment
+
+    from airflow.sdk.definitions.param import ParamsDict
+
+    shutil.copytree(REPO / "models" / "sql", tmp_path / "sql")
+    text = (REPO / "models" / "demo_moderation.yaml").read_text()
+    text = text.replace("    endpoint: demo-text\n", "    endpoint: demo-text\n    smoke_protocol: grpc\n")
+    text = text.replace("    endpoint: demo-text-production\n", "    endpoint: demo-text-production\n    smoke_protocol: v2\n")
+    (tmp_path / "demo_moderation.yaml").write_text(text)
+    dags = model_dags("demo_moderation", folder=tmp_path)
+    train = dags["demo_moderation__train"]
+    assert train.get_task("deploy").smoke_protocol == "grpc"
+    assert train.get_task("deploy_production").smoke_protocol == "v2"
+    deploy = dags["demo_moderation__deploy"].get_task("deploy")
+    env = NativeEnvironment()
+    rendered = {e: env.from_string(deploy.smoke_protocol).render(params=ParamsDict({"endpoint": e}))
+                for e in ("demo-text", "demo-text-production")}
+    assert rendered == {"demo-text": "grpc", "demo-text-production": "v2"}
+    assert model_dags("demo_classifier")["demo_classifier__train"].get_task("deploy").smoke_protocol is None
+
+    (tmp_path / "demo_moderation.yaml").write_text(text.replace("smoke_protocol: v2", "smoke_protocol: soap"))
+    with pytest.raises(SpecError, match=r"levels\[1\]\.smoke_protocol.*soap"):
+        model_dags("demo_moderation", folder=tmp_path)

@@ -28,6 +28,7 @@ class ScriptedTarget:
 
     kind = "scripted"
     wait_in_task = 0.0
+    protocols = ("invocations",)
 
     def __init__(self, serving: Served | None = None, status: DeployStatus | Exception | None = None):
         self.serving, self.next_status = serving, status
@@ -179,3 +180,31 @@ def test_a_first_deploy_that_fails_has_nothing_to_roll_back_to(versions, make_co
     ledger = failed.value.ti.xcom_pull(key="ledger")
     assert ledger["outcome"] == "failed_no_previous" and ledger["version"] is None
     assert not [c for c in target.calls if c[0] == "rollback"]
+
+
+@pytest.mark.parametrize("protocol,says", [
+    ("grpc", r"the scripted target's endpoint e cannot be smoke-tested over grpc: it speaks invocations; nothing "
+             r"was deployed"),
+    ("soap", r"smoke_protocol 'soap' is not one of invocations, v2, grpc"),
+])
+def test_a_smoke_protocol_the_target_cannot_speak_is_refused_before_anything_is_deployed(versions, make_context,
+                                                                                         protocol, says):
+    target = ScriptedTarget(serving=versions["v1"])
+    target.protocols = ("invocations",)
+    with pytest.raises(AirflowFailException, match=says):
+        run(target, versions["v2"], make_context, smoke_protocol=protocol)
+    assert target.calls == []
+
+
+def test_the_smoke_protocol_defaults_to_the_environment_then_invocations(versions, make_context, monkeypatch):
+    target = ScriptedTarget(serving=versions["v1"], status=DeployStatus("serving", version="2"))
+    target.protocols = ("invocations", "v2")
+    target.answer = smoke_answer(versions["v2"])
+    asked = []
+    target.infer = lambda request, protocol: asked.append((protocol, request.version, request.rows)) or target.answer
+    monkeypatch.setenv("ML_DEPLOY_SMOKE_PROTOCOL", "V2")
+    run(target, versions["v2"], make_context)
+    assert asked == [("v2", "2", 32)] and ("invoke", 32) not in target.calls
+    monkeypatch.delenv("ML_DEPLOY_SMOKE_PROTOCOL")
+    run(target, versions["v2"], make_context, smoke_protocol="")  # an empty Param: the default
+    assert ("invoke", 32) in target.calls and len(asked) == 1

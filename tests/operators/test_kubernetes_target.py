@@ -451,3 +451,25 @@ def test_the_trigger_reads_the_rollout_through_the_async_hook(async_api_server):
     del async_api_server.existing[DEPLOYMENT]  # deleted by hand mid-rollout
     status = asyncio.run(KubernetesTarget.status(handle))
     assert status.state == "failed" and "no longer exists" in status.reason
+
+
+def test_the_open_inference_smoke_test_goes_over_the_proxy_for_rest_and_to_the_cluster_for_grpc(api_server):
+    from operators.deploy import open_inference_client as oip
+
+    target = get_target(None, "churn", "ml_endpoint_k8s")
+    request = oip.infer_request("churn", "2", [{"f0": 1.5, "f1": None}], [{"name": "f0"}, {"name": "f1"}])
+    from operators.deploy.endpoint_client import EndpointError
+
+    with pytest.raises(EndpointError, match="the answer's id None is not the request's"):  # the fake answers {}
+        target.infer(request, "v2")
+    (call,) = api_server.calls
+    assert call["path"] == "/api/v1/namespaces/ml-production/services/ml-churn:http/proxy/v2/models/churn/versions/2/infer"
+    assert call["body"]["inputs"] == [{"name": "f0", "datatype": "FP64", "shape": [1], "data": [1.5]},
+                                      {"name": "f1", "datatype": "FP64", "shape": [1], "data": [None]}]
+    assert target._grpc_target() == "ml-churn.ml-production.svc:8081"  # HTTP/2 does not go through the proxy
+    target.in_flight = {"track": "canary"}
+    api_server.existing[PODS] = {"items": [{"metadata": {"name": "ml-churn-canary-b"}, "status": {
+        "podIP": "10.1.2.3", "conditions": [{"type": "Ready", "status": "True"}]}}]}
+    assert target._grpc_target() == "10.1.2.3:8081"  # the canary pod itself: the answer comes from the new version
+    outside = get_target(None, "churn", "ml_endpoint_k8s", {"grpc_address": "churn-grpc.example:443"})
+    assert outside._grpc_target() == "churn-grpc.example:443"

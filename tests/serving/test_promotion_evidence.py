@@ -168,3 +168,17 @@ def test_the_settle_is_twenty_seconds_unless_the_environment_says_otherwise(monk
     monkeypatch.setenv("ML_EVIDENCE_SETTLE_SECONDS", "0")
     assert settle_seconds() == 0.0
     assert "export ML_EVIDENCE_SETTLE_SECONDS=0" in (REPO_ROOT / "demo" / "run_demo.sh").read_text()
+
+
+def test_evidence_counts_every_prediction_route_and_nothing_else():
+    from ml.serving.metrics import ServerMetrics
+    from operators.deploy.evidence import parse_metrics
+
+    metrics = ServerMetrics()
+    for path, code, seconds in [("/invocations", 200, 0.001), ("/v2/infer", 200, 0.004), ("/v2/infer", 400, 0.001),
+                                ("grpc/ModelInfer", 200, 0.02), ("grpc/ModelInfer", 503, 0.001),
+                                ("/ping", 200, 0.0001), ("/v2/health", 200, 0.0001), ("grpc/ServerLive", 200, 0.0)]:
+        metrics.observe(path, code, seconds)
+    seen = parse_metrics(metrics.render().decode())
+    assert (seen.requests, seen.errors) == (5, 2)
+    assert dict(seen.buckets)[0.001] == 3 and dict(seen.buckets)[0.005] == 4 and dict(seen.buckets)[float("inf")] == 5

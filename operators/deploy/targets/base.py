@@ -70,6 +70,9 @@ class DeployTarget(abc.ABC):
     in_flight: dict[str, Any] | None = None  # the handle of the deploy being verified, when rebuilt from it
     # how long DeployModelOperator waits in the task before deferring: 0 for rollouts of minutes
     wait_in_task: ClassVar[float] = 0.0
+    # how the smoke test can reach the endpoint (open_inference_client.SMOKE_PROTOCOLS): ml.serve's
+    # /invocations everywhere; the Open Inference Protocol ("v2" REST, "grpc") where the target has it
+    protocols: ClassVar[tuple[str, ...]] = ("invocations",)
 
     def __init__(self, endpoint: str, conn_id: str | None = None, settings: dict[str, Any] | None = None):
         self.endpoint, self.conn_id, self.settings = endpoint, conn_id, dict(settings or {})
@@ -104,6 +107,11 @@ class DeployTarget(abc.ABC):
     def invoke(self, rows: list) -> dict[str, Any]:
         """Predictions through the endpoint's serving path: ``{"predictions", "model_version"}``.
         Raises operators.deploy.endpoint_client.EndpointError when it does not answer."""
+
+    def infer(self, request, protocol: str) -> dict[str, Any]:
+        """Predictions for an ``open_inference_client.InferRequest`` over ``protocol`` ("v2" or
+        "grpc", one of ``protocols``), answered as ``invoke`` answers."""
+        raise NotImplementedError(f"the {self.kind} target's endpoint speaks only {', '.join(self.protocols)}")
 
     @abc.abstractmethod
     def rollback(self, previous: Served) -> dict[str, Any]:

@@ -10,7 +10,9 @@ is what ``kubectl rollout undo`` does: the old ReplicaSet's template matches and
 
 Settings (the endpoint connection's extras, overridden by the DAG's): ``kubernetes_conn_id``
 and the fields of ``EndpointSpec`` (image, service_level, namespace, replicas, cpu, memory,
-rolling-update parameters, autoscale, canary_percent, env_from_secrets, volumes...).
+rolling-update parameters, autoscale, canary_percent, env_from_secrets, volumes...), and
+``grpc_address`` (host:port) where the smoke test reaches the endpoint's gRPC when it goes over
+gRPC from outside the cluster; inside it, the Service's cluster name (or the canary pod) is used.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from operators.deploy.targets.kubernetes_manifests import (
     MANAGER,
     URI_ANNOTATION,
     VERSION_ANNOTATION,
+    GRPC_PORT,
     EndpointSpec,
     canary_replicas,
     deployment,
@@ -44,12 +47,14 @@ APPLY = {
 
 class KubernetesTarget(DeployTarget):
     kind = "kubernetes"
+    protocols = ("invocations", "v2", "grpc")
 
     def __init__(self, endpoint: str, conn_id: str | None = None, settings: dict[str, Any] | None = None,
                  conn_extras: dict[str, Any] | None = None):
         super().__init__(endpoint, conn_id, settings)
         merged = {k: v for k, v in {**(conn_extras or {}), **self.settings}.items() if k != "target"}
         self.kube_conn_id = merged.pop("kubernetes_conn_id", "kubernetes_default")
+        self.grpc_address = merged.pop("grpc_address", None)
         self.spec = EndpointSpec.from_settings(merged)
         self.name = resource_name(endpoint)
 
@@ -144,24 +149,44 @@ class KubernetesTarget(DeployTarget):
     def invoke(self, rows: list) -> dict[str, Any]:
         """Through the API server's proxy: the Service (all pods), or a ready canary pod when the
         deploy in flight is a canary (so the answer comes from the new version)."""
+        return self._proxy_post("invocations", {"instances": rows})
+
+    def infer(self, request, protocol: str) -> dict[str, Any]:
+        """V2 REST through the API server's proxy, as ``invoke``; gRPC (HTTP/2, which the proxy does
+        not carry) straight to the canary pod or the Service's cluster name, or ``grpc_address``."""
+        from operators.deploy import open_inference_client as oip
+
+        if protocol == "v2":
+            return oip.rest_answer(self._proxy_post(oip.rest_path(request).lstrip("/"), oip.rest_body(request)),
+                                   request)
+        return oip.infer_grpc(self._grpc_target(), request)
+
+    def _grpc_target(self) -> str:
+        if self.grpc_address:
+            return self.grpc_address
+        if (self.in_flight or {}).get("track") == "canary":
+            return f"{self._ready_pod(self._api(), 'canary', ip=True)}:{GRPC_PORT}"
+        return f"{self.name}.{self.spec.ns}.svc:{GRPC_PORT}"
+
+    def _proxy_post(self, route: str, body: dict) -> dict[str, Any]:
         from kubernetes.client.exceptions import ApiException
 
         from operators.deploy.endpoint_client import EndpointError
 
         api = self._api()
         if (self.in_flight or {}).get("track") == "canary":
-            path = f"/api/v1/namespaces/{self.spec.ns}/pods/{self._ready_pod(api, 'canary')}:http/proxy/invocations"
+            path = f"/api/v1/namespaces/{self.spec.ns}/pods/{self._ready_pod(api, 'canary')}:http/proxy/{route}"
         else:
-            path = f"/api/v1/namespaces/{self.spec.ns}/services/{self.name}:http/proxy/invocations"
+            path = f"/api/v1/namespaces/{self.spec.ns}/services/{self.name}:http/proxy/{route}"
         try:
-            return api.call_api(path, "POST", body={"instances": rows}, response_type="object",
+            return api.call_api(path, "POST", body=body, response_type="object",
                                 header_params={"Content-Type": "application/json", "Accept": "application/json"},
                                 auth_settings=["BearerToken"], _return_http_data_only=True, _request_timeout=30)
         except ApiException as exc:
             raise EndpointError(f"{path} answered {exc.status}: {(exc.body or exc.reason or '')[:500]}",
                                 exc.status) from None
 
-    def _ready_pod(self, api_client, track: str) -> str:
+    def _ready_pod(self, api_client, track: str, ip: bool = False) -> str:
         from kubernetes import client
 
         from operators.deploy.endpoint_client import EndpointError
@@ -170,7 +195,7 @@ class KubernetesTarget(DeployTarget):
             self.spec.ns, label_selector=label_selector(selector(self.endpoint, track))).items
         for pod in pods:
             if any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or [])):
-                return pod.metadata.name
+                return pod.status.pod_ip if ip else pod.metadata.name
         raise EndpointError(f"no ready {track} pod of {self.name} in {self.spec.ns}")
 
     def rollback(self, previous: Served) -> dict[str, Any]:

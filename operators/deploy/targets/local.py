@@ -6,7 +6,11 @@ Two ways to have one:
   port, pid, admin token (mode 0600) and server log live in ``<state_dir>/``.
 - **reached by URL**: Airflow connection ``ml_endpoint`` (or the one the DAG names) with host,
   port, schema (http) and the admin token as password, e.g. the compose stack's ``serving``
-  container. Nothing is started; every deploy is a hot swap.
+  container (extra ``grpc_port``: where the same host serves gRPC). Nothing is started; every
+  deploy is a hot swap.
+
+A managed server also serves the Open Inference Protocol over gRPC, on a port of its own kept
+beside the HTTP port, so the deploy's smoke test can go over /invocations, V2 REST or gRPC.
 
 Either way the endpoint's state is read through its URL (``/ping`` reports version and
 source), so a triggerer on another host or container sees what the worker sees.
@@ -59,9 +63,11 @@ class LocalServerTarget(DeployTarget):
     # round trip (a hot swap is done before the first status anyway); 30 s covers a cold start
     # on a loaded machine (about 5 s here, over 10 s under coverage on two busy cores)
     wait_in_task = 30.0
+    protocols = ("invocations", "v2", "grpc")
 
     def __init__(self, endpoint: str, state_dir: str | None = None, host: str | None = None, port: int | None = None,
-                 url: str | None = None, admin_token: str | None = None, conn_id: str | None = None):
+                 url: str | None = None, admin_token: str | None = None, conn_id: str | None = None,
+                 grpc_port: int | None = None):
         super().__init__(endpoint, conn_id, {k: v for k, v in (("state_dir", state_dir), ("host", host),
                                                                ("port", port)) if v is not None})
         self.dir = Path(state_dir) if state_dir else default_state_dir() / endpoint
@@ -77,6 +83,7 @@ class LocalServerTarget(DeployTarget):
             if not admin_token:
                 raise ValueError(f"endpoint {endpoint} at {url}: the connection needs the admin token as its password")
             self._url = url.rstrip("/")
+        self._grpc_port = grpc_port
         self._admin_token = admin_token
 
     @classmethod
@@ -96,7 +103,9 @@ class LocalServerTarget(DeployTarget):
             url = http_url(conn)
             if url is None:
                 raise ValueError(f"connection {conn_id!r} has no host: set host (and port) of the ml.serve endpoint")
-            return cls(endpoint, url=url, admin_token=conn.password, conn_id=conn_id, **settings)
+            grpc_port = conn.extra_dejson.get("grpc_port")
+            return cls(endpoint, url=url, admin_token=conn.password, conn_id=conn_id,
+                       grpc_port=int(grpc_port) if grpc_port else None, **settings)
         return cls(endpoint, conn_id=conn_id, **settings)
 
     # ------------------------------------------------------------------ state
@@ -149,6 +158,26 @@ class LocalServerTarget(DeployTarget):
     def invoke(self, rows: list) -> dict[str, Any]:
         return invoke(self.url, rows)
 
+    def infer(self, request, protocol: str) -> dict[str, Any]:
+        from operators.deploy import open_inference_client as oip
+
+        if protocol == "v2":
+            return oip.infer_rest(self.url, request)
+        return oip.infer_grpc(self.grpc_address(), request)
+
+    def grpc_address(self) -> str:
+        """host:port of the endpoint's gRPC: a managed server's own port, else the connection's
+        extra ``grpc_port`` on the URL's host."""
+        from urllib.parse import urlsplit
+
+        port = self._state().get("grpc_port") if self.managed else self._grpc_port
+        if not port:
+            raise EndpointError(f"{self.url} has no gRPC port: " + (
+                "the server was started before it served gRPC; stop it (make demo-stop) and deploy again"
+                if self.managed else f"set the extra grpc_port on connection {self.conn_id!r}"))
+        host = urlsplit(self.url).hostname
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
     def rollback(self, previous: Served) -> dict[str, Any]:
         return self._put(previous.uri, previous.version, previous.name)
 
@@ -181,12 +210,14 @@ class LocalServerTarget(DeployTarget):
         # pipelines' artifact root (and any roots the worker adds)
         roots = ",".join(r for r in (artifact_root(), os.environ.get("ML_SERVE_ARTIFACT_ROOTS")) if r)
         env = child_environment(ML_SERVE_ADMIN_TOKEN=self._token(), ML_SERVE_ARTIFACT_ROOTS=roots)
+        grpc_port = self._state().get("grpc_port") or _free_port(self.host)
         proc = subprocess.Popen(
             [sys.executable, "-m", "ml.serve", "--model", uri, "--model-version", version,
-             "--host", self.host, "--port", str(self.port), *(["--name", name] if name else [])],
+             "--host", self.host, "--port", str(self.port), "--grpc-port", str(grpc_port),
+             *(["--name", name] if name else [])],
             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,  # outlives the task
         )
-        self._save(pid=proc.pid, port=self.port, url=self.url)
+        self._save(pid=proc.pid, port=self.port, url=self.url, grpc_port=grpc_port)
         return {"action": "started", "url": self.url, "pid": proc.pid, "log": str(self.dir / "server.log")}
 
     def stop(self) -> None:

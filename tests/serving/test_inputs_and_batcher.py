@@ -184,3 +184,38 @@ def test_a_request_over_its_timeout_fails_alone_and_the_late_answer_goes_nowhere
 
     assert batched(scenario, max_batch=64, max_wait=0.01) == [2.0]
     assert model.calls == [1, 1]
+
+
+def test_compiled_trees_predict_a_small_batch_on_the_loop_and_a_large_one_or_probabilities_in_the_thread():
+    import threading
+
+    from ml.serving.batcher import INLINE_ROWS
+
+    class Trees(Recording):
+        inline_predict = True  # LoadedModel's, when its compiled trees predict exactly as the model, quickly
+
+        def __init__(self):
+            super().__init__()
+            self.threads: list[str] = []
+
+        def predict(self, matrix):
+            self.threads.append(threading.current_thread().name)
+            return super().predict(matrix)
+
+        def predict_with_proba(self, matrix):
+            self.threads.append(threading.current_thread().name)
+            return [(v, [1.0]) for v in super().predict(matrix)]
+
+    model, plain = Trees(), Recording()
+
+    async def scenario(batcher):
+        small = await batcher.predict(model, row(1.0, 3))
+        large = await batcher.predict(model, row(2.0, INLINE_ROWS + 1))
+        proba = await batcher.predict(model, row(3.0), proba=True)
+        return small, large[:1], proba
+
+    assert batched(scenario, max_batch=1024, max_wait=0.01) == ([1.0] * 3, [2.0], [(3.0, [1.0])])
+    main, pool = model.threads[0], model.threads[1:]
+    assert main == threading.main_thread().name  # the event loop's thread: no hop
+    assert all(name.startswith("predict") for name in pool) and len(pool) == 2
+    assert model.calls == [3, INLINE_ROWS + 1, 1]

@@ -116,6 +116,17 @@ def test_the_model_of_a_pipeline_is_accelerated_and_the_server_loads_it_so(train
     loaded = load_model(trained_models["1"], "1")
     assert loaded.uses_matrix  # numeric features: requests go to the pipeline as the matrix they parse into
     assert "_predict_iterations" in vars(loaded.model.pipeline.steps[-1][1])  # kept: same predictions at load
+    assert loaded.trees is not None  # and its own trees predict without scikit-learn's wrapper
+
+
+def test_quick_compiled_trees_are_predicted_on_the_event_loop_and_slow_ones_are_not(trained_models, monkeypatch):
+    from ml.serving import model as served
+
+    monkeypatch.setattr(served, "INLINE_SECONDS", 1.0)
+    assert served.load_model(trained_models["1"], "1").inline_predict
+    monkeypatch.setattr(served, "INLINE_SECONDS", 0.0)  # slower than the bound: the predict thread
+    slow = served.load_model(trained_models["1"], "1")
+    assert slow.trees is not None and not slow.inline_predict
 
 
 def test_batch_scoring_takes_the_engine_off_when_it_disagrees(tmp_path, caplog):

@@ -55,7 +55,9 @@ def stack(docker, images, airflow_image):
            "AIRFLOW_SECRET_KEY": secrets.token_urlsafe(32),
            # A yearly schedule whose first interval has not ended: unpausing creates no cron run, so
            # the REST-triggered run below is the only one (the cron path is tested in tests/integration).
-           "ML_PIPELINE_SCHEDULE": "0 3 1 1 *"}
+           "ML_PIPELINE_SCHEDULE": "0 3 1 1 *",
+           # one api-server process: four started beside the other tests on two cores took over 180 s
+           "ML_STACK_API_WORKERS": "1"}
     stack = Stack(docker, project=PROJECT, env=env)
     stack.build()  # the images are built already (fixtures): this reuses them, and builds PostgreSQL
     assert LOCAL_POSTGRES in stack.files or docker.has_image("postgres:15-bookworm")
@@ -63,11 +65,26 @@ def stack(docker, images, airflow_image):
     stack.up(workers=2)
     try:
         url = f"http://127.0.0.1:{env['ML_STACK_API_PORT']}"
-        wait_http(url + "/api/v2/monitor/health", timeout=180)
+        wait_api_server(docker, url + "/api/v2/monitor/health")
         yield {"api": AirflowRest(url, "admin", env["AIRFLOW_ADMIN_PASSWORD"]), "stack": stack, "env": env}
     finally:
         print(stack.logs()[-20000:])
         stack.down(volumes=True)
+
+
+def wait_api_server(docker, url: str, timeout: float = 480) -> None:
+    """The api-server answers once the init container migrated the database and its process
+    imported the API: on a loaded machine minutes. Waits while its container runs; one that
+    exited fails at once, with its state."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return wait_http(url, timeout=15)
+        except TimeoutError as exc:
+            state = docker.docker("ps", "-a", "--filter", f"name={PROJECT}_airflow-apiserver_1", "--format",
+                                  "{{.Status}}", timeout=60).stdout.strip()
+            if time.monotonic() > deadline or not state.startswith("Up"):
+                raise TimeoutError(f"{exc}; the api-server container: {state or 'not created'}") from None
 
 
 def test_the_stack_runs_the_pipeline_and_a_client_container_gets_predictions(stack, docker):

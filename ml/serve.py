@@ -70,6 +70,16 @@ def parse_args(argv: list[str] | None = None):
                    default=list(parse_roots(_env("ARTIFACT_ROOTS", None))),
                    help="folder (URI) /admin/model may load models from; repeat for several "
                         "(ML_SERVE_ARTIFACT_ROOTS, comma-separated). Without one, /admin/model loads by URI nothing")
+    p.add_argument("--capture-rate", type=float, default=_env("CAPTURE_RATE", d.capture_rate),
+                   help="share of requests whose rows and answers are captured for monitoring (0.1: one in ten); "
+                        "default 0: none")
+    p.add_argument("--capture-uri", default=_env("CAPTURE_URI", None),
+                   help="where captured requests go, as hourly Parquet partitions (a folder or an object store URI)")
+    p.add_argument("--capture-max-rows", type=int, default=_env("CAPTURE_MAX_ROWS", d.capture_max_rows),
+                   help="rows capture buffers between writes; past it samples are dropped and counted")
+    p.add_argument("--capture-flush-seconds", type=float,
+                   default=_env("CAPTURE_FLUSH_SECONDS", d.capture_flush_seconds),
+                   help="seconds between capture's writes")
     p.add_argument("--no-access-log", action="store_true", default=not _env("ACCESS_LOG", True))
     p.add_argument("--allow-empty", action="store_true", default=_env("ALLOW_EMPTY", False),
                    help="start with no model: /ping answers 503 until one is deployed through /admin/model")
@@ -77,6 +87,10 @@ def parse_args(argv: list[str] | None = None):
     if not args.model and not args.registry_model and not args.allow_empty:
         p.error("give --model URI or --registry-model NAME (or ML_SERVE_MODEL / ML_SERVE_REGISTRY_MODEL), "
                 "or --allow-empty to wait for a deploy through /admin/model")
+    if not 0 <= args.capture_rate <= 1:
+        p.error(f"--capture-rate {args.capture_rate} is not a share between 0 and 1 (0.1: one request in ten)")
+    if args.capture_rate > 0 and not args.capture_uri:
+        p.error("--capture-rate needs --capture-uri (ML_SERVE_CAPTURE_URI): where to write the captured requests")
     if args.allow_empty and not os.environ.get("ML_SERVE_ADMIN_TOKEN"):
         p.error("--allow-empty needs ML_SERVE_ADMIN_TOKEN: without the admin endpoint no model could ever arrive")
     if args.allow_empty and not args.artifact_roots:
@@ -91,6 +105,8 @@ def parse_args(argv: list[str] | None = None):
         max_text_chars=args.max_text_chars,
         poll_seconds=args.poll_seconds, admin_token=os.environ.get("ML_SERVE_ADMIN_TOKEN") or None,
         access_log=not args.no_access_log, artifact_roots=tuple(args.artifact_roots),
+        capture_rate=args.capture_rate, capture_uri=args.capture_uri, capture_max_rows=args.capture_max_rows,
+        capture_flush_seconds=args.capture_flush_seconds,
         health_route=os.environ.get("AIP_HEALTH_ROUTE") or None, predict_route=os.environ.get("AIP_PREDICT_ROUTE") or None,
     )
     return args, config

@@ -14,6 +14,8 @@ PASSED = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SSL_CERT_FILE", "RE
           "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "VIRTUAL_ENV", "OMP_NUM_THREADS",
           # the model classes this deployment allows (ml/models/classes.py), the image it runs in
           "ML_MODEL_CLASSES", "ML_IMAGE",
+          # prediction capture of the endpoints this worker starts (docs/monitoring.md)
+          "ML_SERVE_CAPTURE_RATE", "ML_SERVE_CAPTURE_URI", "ML_SERVE_CAPTURE_MAX_ROWS", "ML_SERVE_CAPTURE_FLUSH_SECONDS",
           # coverage.py's switch for child processes (its settings, no secret): under `make test`
           # the trainer and the model server report the lines they ran, as every other process does
           "COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START")

@@ -57,6 +57,11 @@ class ServeConfig:
     predict_route: str | None = None
     # /admin/model loads models only inside these (ml/serving/artifact_roots.py)
     artifact_roots: tuple[str, ...] = ()
+    # prediction capture (ml/serving/capture.py): this share of the requests, written under capture_uri
+    capture_rate: float = 0.0
+    capture_uri: str | None = None
+    capture_max_rows: int = 100_000
+    capture_flush_seconds: float = 30.0
 
 
 class _AccessLog:
@@ -93,12 +98,24 @@ class ModelServer:
         self.protocol = OpenInference(self)
         self._v2 = RestRoutes(self.protocol)
         self._grpc = None
+        self.capture = None
+        if config.capture_rate > 0:
+            if not config.capture_uri:
+                raise ValueError("prediction capture needs --capture-uri (ML_SERVE_CAPTURE_URI): where to write "
+                                 "the captured requests, e.g. the artifact root's captures/ folder")
+            from ml.serving.capture import PredictionCapture
+
+            self.capture = PredictionCapture(config.capture_uri, config.capture_rate, self.protocol.protocol_name,
+                                             config.capture_max_rows, config.capture_flush_seconds, self.metrics,
+                                             _json_line)
         self._aliases = {route: canonical for route, canonical in ((config.health_route, "/ping"),
                                                                    (config.predict_route, "/invocations")) if route}
 
     # ------------------------------------------------------------------ lifecycle
     async def startup(self) -> None:
         self.batcher.start()
+        if self.capture is not None:
+            self.capture.start()
         if self.config.grpc_port is not None:
             from ml.serving.oip.grpc_server import start_grpc
 
@@ -115,6 +132,8 @@ class ModelServer:
         if self._grpc is not None:
             await self._grpc.stop(grace=5)
         await self.batcher.stop()
+        if self.capture is not None:  # what is still buffered is written
+            await asyncio.get_running_loop().run_in_executor(None, self.capture.stop)
 
     async def swap(self, uri: str, version: str | None) -> dict[str, Any]:
         """Load beside the running model, verify and warm up, then switch in one assignment."""
@@ -170,7 +189,9 @@ class ModelServer:
         path, method = scope["path"], scope["method"]
         path = self._aliases.get(path, path) if self._aliases else path
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        request_id = headers.get("x-request-id") or uuid.uuid4().hex
+        request_id = headers.get("x-request-id")
+        if not request_id:  # the id is answered in the header, so that labelled feedback can name it
+            request_id = headers["x-request-id"] = uuid.uuid4().hex
         model = self.current
         extra = ()
         try:
@@ -242,6 +263,8 @@ class ModelServer:
             batcher.came()
         # the request's own bound: the batch ahead of it and its own, each up to the predict timeout
         predictions = await batcher.predict(model, matrix, 2 * self.config.predict_timeout_s)
+        if self.capture is not None:
+            self.capture.offer(headers["x-request-id"], model, matrix, predictions)
         return 200, orjson.dumps({"predictions": predictions, "model_version": model.version},
                                  option=orjson.OPT_SERIALIZE_NUMPY), b"application/json"
 

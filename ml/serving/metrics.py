@@ -21,6 +21,10 @@ class ServerMetrics:
                            registry=self.registry)
         self.model_failures = Counter("ml_serve_model_failures", "Batches the model failed, by what it did "
                                       "(raised, wrong_output_count, timeout)", ["reason"], registry=self.registry)
+        self.captured = Counter("ml_serve_captured_rows", "Request rows written by prediction capture",
+                                registry=self.registry)
+        self.capture_dropped = Counter("ml_serve_capture_dropped_rows", "Sampled rows prediction capture dropped "
+                                       "(its buffer full, or the write failed)", registry=self.registry)
         self.swaps = Counter("ml_serve_model_swaps", "Model loads by outcome", ["outcome"], registry=self.registry)
 
         self._children: dict[tuple[str, int], tuple] = {}

@@ -1,4 +1,5 @@
-"""The training pipeline of one model: extract -> wait for snapshot -> train -> wait for model ->
+"""The training pipeline of one model: extract -> wait for snapshot -> check the data (against the
+production version's training snapshot and the spec's rules) -> train -> wait for model ->
 register -> evaluate (candidate vs the alias it would replace, same held-out rows) -> gate ->
 promote (move the alias) -> deploy if Param ``deploy`` (wait, smoke test, automatic rollback),
 with every deploy in the endpoint's ledger; a failed deploy puts the alias back. Task results
@@ -71,6 +72,9 @@ class TrainingSettings:
     fileloc: str | None = None  # the DAG file (its code view, its reparse); default: the caller's file
     # after the first level's deploy, each next level in turn: evidence (or approval), alias, deploy
     next_levels: list[NextLevel] = field(default_factory=list)
+    # the spec's data_checks (ml/monitoring/checks.py): limits against the production version's
+    # training snapshot and rules per column; None: the defaults
+    data_checks: dict[str, Any] | None = None
 
 
 def training_pipeline(s: TrainingSettings):
@@ -91,6 +95,7 @@ def training_pipeline(s: TrainingSettings):
     from operators.registry.promote_model import PromoteModelOperator, RestoreAliasesOperator
     from operators.registry.register_model import RegisterModelOperator
     from operators.sensors.artifact_sensor import ArtifactSensor
+    from operators.training.check_data import CheckDataOperator
     from operators.training.evaluate_model import DIRECTIONS, EvaluateModelOperator
     from operators.training.train_model import training_operator
     from operators.workers import queue
@@ -131,6 +136,9 @@ def training_pipeline(s: TrainingSettings):
                         description="metric the gate compares"),
         "direction": Param(s.direction, enum=list(DIRECTIONS)),
         "margin": Param(s.margin, type="number", minimum=0, description="promote only if better by at least this"),
+        "check_data": Param(True, type="boolean",
+                            description="check the snapshot against the production version's training snapshot "
+                                        "and the spec's data_checks before training; off: train on it anyway"),
         "deploy": Param(True, type="boolean",
                         description=f"deploy a promoted version to endpoint {s.endpoint} (the gate decides promotion)"),
         "canary_percent": Param(None, type=["null", "integer"], minimum=1, maximum=100,
@@ -174,6 +182,12 @@ def training_pipeline(s: TrainingSettings):
         )
         wait_for_snapshot = ArtifactSensor(
             task_id="wait_for_snapshot", uri=extract.output["uri"], kind="snapshot", poke_interval=10, timeout=3600
+        )
+        check_data = CheckDataOperator(
+            task_id="check_data", data_uri=extract.output["uri"], model_name="{{ params.model_name }}",
+            # the version in production first: the highest level holding a version
+            aliases=[level.name for level in reversed(s.next_levels)] + [s.alias], rules=s.data_checks,
+            enabled="{{ params.check_data }}",
         )
         train = training_operator(
             s.compute,
@@ -236,7 +250,7 @@ def training_pipeline(s: TrainingSettings):
         restore_aliases = RestoreAliasesOperator(task_id="restore_aliases", model_name="{{ params.model_name }}",
                                                  promote_task_id="promote")
         deploy >> restore_aliases
-        chain(extract, wait_for_snapshot, train, wait_for_model, register, evaluate, gate(evaluate.output),
+        chain(extract, wait_for_snapshot, check_data, train, wait_for_model, register, evaluate, gate(evaluate.output),
               [promote, keep])
         chain(promote, deploy_or_not(), [deploy, skip_deploy])
         _promotion_path(s, register.output["version"], deploy)

@@ -4,7 +4,9 @@
   first level's endpoint and moving that level's alias;
 - ``<name>__deploy``: deploy any version (or alias) to any of its levels' endpoints, or roll
   one back from its own ledger;
-- ``<name>__score``: batch scoring, when the spec has ``batch_scoring``.
+- ``<name>__score``: batch scoring, when the spec has ``batch_scoring``;
+- ``<name>__monitor``: labelled feedback and drift of captured predictions, when the spec has
+  ``monitoring``.
 
 Each model has its own small DAG file, ``dags/models/<name>.py`` (``make model-dags`` writes
 it), calling ``model_dags("<name>")``. So a broken spec raises in that file alone: Airflow shows
@@ -25,7 +27,8 @@ _CACHE: dict[tuple, tuple] = {}
 
 
 def dag_ids(name: str) -> dict[str, str]:
-    return {"train": f"{name}__train", "deploy": f"{name}__deploy", "score": f"{name}__score"}
+    return {"train": f"{name}__train", "deploy": f"{name}__deploy", "score": f"{name}__score",
+            "monitor": f"{name}__monitor"}
 
 
 def _specs(folder: Path):
@@ -73,6 +76,7 @@ def model_dags(name: str, folder: Path = SPEC_FOLDER, fileloc: str | None = None
     """The DAGs of model ``name`` by id; a SpecError (the importing file's import error) when its
     spec is broken."""
     from operators.pipelines.deploy import DeploySettings, Endpoint, deploy_dag
+    from operators.pipelines.monitoring import MonitoringSettings, monitoring_dag
     from operators.pipelines.scoring import ScoringSettings, scoring_dag
     from operators.pipelines.training import NextLevel, TrainingSettings, training_pipeline
 
@@ -94,7 +98,7 @@ def model_dags(name: str, folder: Path = SPEC_FOLDER, fileloc: str | None = None
         target=model["target"], features=model.get("features"), exclude=model.get("exclude", []),
         test_fraction=model.get("test_fraction", 0.2), seed=model.get("seed", 42),
         metric=raw["gate"]["metric"], direction=raw["gate"]["direction"], margin=raw["gate"]["margin"],
-        source_table=None,
+        source_table=None, data_checks=raw.get("data_checks"),
         next_levels=[NextLevel(l.name, l.endpoint, l.target, l.conn_id, l.promotion, l.smoke_protocol)
                      for l in spec.levels[1:]],
         description=f"{name}: train, register, gate, deploy to {first.name}"
@@ -113,6 +117,15 @@ def model_dags(name: str, folder: Path = SPEC_FOLDER, fileloc: str | None = None
             alias=scoring.get("alias", spec.levels[-1].name), rows_per_shard=scoring.get("shard_rows", 100_000),
             source_conn_id=raw["source"]["conn_id"], extract_from=raw["source"]["export"], source_table=None,
             fileloc=fileloc, **_labels(spec, "scoring"))))
+    if (monitoring := raw.get("monitoring")) is not None:
+        feedback = monitoring.get("feedback")
+        dags.append(monitoring_dag(MonitoringSettings(
+            dag_id=ids["monitor"], model_name=name, train_dag_id=ids["train"],
+            schedule=monitoring.get("schedule", "0 5 * * *"), lookback_days=monitoring.get("lookback_days", 7),
+            capture_uri=monitoring.get("capture_uri"), drift_threshold=monitoring.get("drift_threshold", 0.2),
+            drift_min_rows=monitoring.get("drift_min_rows", 200),
+            feedback={"conn_id": raw["source"]["conn_id"], **feedback} if feedback else None,
+            template_searchpath=searchpath, fileloc=fileloc, **_labels(spec, "monitoring"))))
     return {dag.dag_id: dag for dag in dags}
 
 

@@ -170,6 +170,9 @@ def parse_spec(path: Path, text: str | None = None, allowed_classes: list[str] |
     if (scoring := spec.get("batch_scoring", {}).get("sql")) and not (path.parent / scoring).is_file():
         raise SpecError(path, "batch_scoring.sql", f"no SQL file {_shown(path.parent / scoring)}: give a path "
                                                    f"relative to {_shown(path.parent)}")
+    if (labels := spec.get("monitoring", {}).get("feedback", {}).get("sql")) and not (path.parent / labels).is_file():
+        raise SpecError(path, "monitoring.feedback.sql", f"no SQL file {_shown(path.parent / labels)}: give a path "
+                                                         f"relative to {_shown(path.parent)}")
     if allowed_classes is None:
         from ml.models.classes import choices
 

@@ -40,8 +40,11 @@ def test_no_cycles_and_every_task_retries(dagbag):
 def test_training_pipeline_shape_schedule_and_params(dagbag):
     dag = dagbag.dags["ml_training_pipeline"]
     order = [t.task_id for t in dag.topological_sort()]
-    assert order[:7] == ["extract", "wait_for_snapshot", "train", "wait_for_model", "register", "evaluate", "gate"]
-    assert set(order[7:]) == {"promote", "keep_production", "deploy_or_not", "deploy", "skip_deploy",
+    assert order[:8] == ["extract", "wait_for_snapshot", "check_data", "train", "wait_for_model", "register",
+                         "evaluate", "gate"]
+    check = dag.get_task("check_data")
+    assert check.aliases == ["production"] and check.rules is None  # the defaults, against production's snapshot
+    assert set(order[8:]) == {"promote", "keep_production", "deploy_or_not", "deploy", "skip_deploy",
                               "record_ledger", "fail_if_deploy_failed", "restore_aliases"}
     # The gate decides promotion; Param `deploy` only decides whether the promoted version is deployed.
     assert dag.get_task("gate").downstream_task_ids == {"promote", "keep_production"}

@@ -231,3 +231,52 @@ def test_each_levels_smoke_protocol_reaches_its_deploys_and_a_wrong_one_is_the_s
     (tmp_path / "demo_moderation.yaml").write_text(text.replace("smoke_protocol: v2", "smoke_protocol: soap"))
     with pytest.raises(SpecError, match=r"levels\[1\]\.smoke_protocol.*soap"):
         model_dags("demo_moderation", folder=tmp_path)
+
+
+def test_the_specs_data_checks_reach_the_check_against_production_and_a_wrong_rule_is_the_specs_error(tmp_path):
+    shutil.copytree(REPO / "models" / "sql", tmp_path / "sql")
+    text = (REPO / "models" / "demo_moderation.yaml").read_text()
+    rules = "data_checks:\n  max_mean_shift: 1.0\n  columns:\n    text: {max_length: 5000}\n"
+    (tmp_path / "demo_moderation.yaml").write_text(text + rules)
+    check = model_dags("demo_moderation", folder=tmp_path)["demo_moderation__train"].get_task("check_data")
+    assert check.rules == {"max_mean_shift": 1.0, "columns": {"text": {"max_length": 5000}}}
+    assert check.aliases == ["production", "development"]  # the version in production first
+    assert check.upstream_task_ids == {"extract", "wait_for_snapshot"} and check.downstream_task_ids == {"train"}
+
+    (tmp_path / "demo_moderation.yaml").write_text(text + rules.replace("max_length", "longest"))
+    with pytest.raises(SpecError, match=r"data_checks\.columns\.text.*longest"):
+        model_dags("demo_moderation", folder=tmp_path)
+
+
+def test_a_specs_monitoring_gives_its_monitor_dag_reading_its_feedback_sql_and_triggering_its_training(tmp_path):
+    from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+
+    from operators.monitoring.monitor_model import MonitorModelOperator
+
+    shutil.copytree(REPO / "models" / "sql", tmp_path / "sql")
+    (tmp_path / "sql" / "reviews.sql").write_text("SELECT request_id, verdict, reviewed_at AS labelled_at FROM reviews\n")
+    text = (REPO / "models" / "demo_moderation.yaml").read_text()
+    monitoring = ("monitoring:\n  lookback_days: 14\n  drift_threshold: 0.3\n  feedback:\n    sql: sql/reviews.sql\n"
+                  "    label: verdict\n    metric: f1\n    floor: 0.75\n    retrain: true\n")
+    (tmp_path / "demo_moderation.yaml").write_text(text + monitoring)
+    dags = model_dags("demo_moderation", folder=tmp_path)
+    dag = dags["demo_moderation__monitor"]
+    monitor = dag.get_task("monitor")
+    assert isinstance(monitor, MonitorModelOperator)
+    assert (monitor.model_name, monitor.lookback_days, monitor.drift_threshold, monitor.metric, monitor.floor,
+            monitor.label_column, monitor.feedback_conn_id, monitor.retrain) == (
+        "demo_moderation", 14, 0.3, "f1", 0.75, "verdict", "ml_source", True)
+    assert monitor.feedback_sql == "sql/reviews.sql" and dag.template_searchpath == [str(tmp_path)]
+    assert monitor.capture_uri.endswith("/captures") and monitor.report_root.endswith("/monitoring")
+    retrain = dag.get_task("retrain")
+    assert isinstance(retrain, TriggerDagRunOperator) and retrain.trigger_dag_id == "demo_moderation__train"
+    assert dag.get_task("wants_retraining").upstream_task_ids == {"monitor"}
+    assert "monitoring" in dag.tags and "model:demo_moderation" in dag.tags
+    assert "demo_moderation__monitor" not in model_dags("demo_moderation")  # only a spec that asks has one
+
+    (tmp_path / "demo_moderation.yaml").write_text(text + monitoring.replace("sql/reviews.sql", "sql/gone.sql"))
+    with pytest.raises(SpecError, match=r"monitoring\.feedback\.sql.*no SQL file"):
+        model_dags("demo_moderation", folder=tmp_path)
+    (tmp_path / "demo_moderation.yaml").write_text(text + monitoring.replace("metric: f1", "metric: roc_auc"))
+    with pytest.raises(SpecError, match=r"monitoring\.feedback\.metric"):
+        model_dags("demo_moderation", folder=tmp_path)

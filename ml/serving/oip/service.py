@@ -68,7 +68,7 @@ class OpenInference:
         """The model's payload from one tensor per feature, or InputError naming what is wrong."""
         return rows_of(tensors, model.schema, self.server.config.max_rows)
 
-    async def infer(self, model: LoadedModel, payload, requested: list[str] | None,
+    async def infer(self, model: LoadedModel, payload, requested: list[str] | None, request_id: str = "",
                     ) -> list[tuple[str, str, list[int], object]]:
         """The outputs asked for (all, when ``requested`` is empty) for ``payload`` (``rows``):
         (name, datatype, shape, data)."""
@@ -80,6 +80,8 @@ class OpenInference:
         config = self.server.config
         proba = PROBABILITIES in names
         answers = await self.server.batcher.predict(model, payload, 2 * config.predict_timeout_s, proba=proba)
+        if (capture := self.server.capture) is not None:
+            capture.offer(request_id, model, payload, [a[0] for a in answers] if proba else answers)
         rows = len(answers)
         result = []
         for n in names:

@@ -9,7 +9,9 @@ Two ways to have one:
   container (extra ``grpc_port``: where the same host serves gRPC). Nothing is started; every
   deploy is a hot swap.
 
-A managed server also serves the Open Inference Protocol over gRPC, on a port of its own kept
+A managed server captures predictions when the worker's environment sets
+``ML_SERVE_CAPTURE_RATE`` (to ``ML_SERVE_CAPTURE_URI``, default ``<artifact root>/captures``,
+where ``<name>__monitor`` reads). A managed server also serves the Open Inference Protocol over gRPC, on a port of its own kept
 beside the HTTP port, so the deploy's smoke test can go over /invocations, V2 REST or gRPC.
 
 Either way the endpoint's state is read through its URL (``/ping`` reports version and
@@ -210,6 +212,8 @@ class LocalServerTarget(DeployTarget):
         # pipelines' artifact root (and any roots the worker adds)
         roots = ",".join(r for r in (artifact_root(), os.environ.get("ML_SERVE_ARTIFACT_ROOTS")) if r)
         env = child_environment(ML_SERVE_ADMIN_TOKEN=self._token(), ML_SERVE_ARTIFACT_ROOTS=roots)
+        if float(env.get("ML_SERVE_CAPTURE_RATE") or 0) > 0:  # where <name>__monitor reads by default
+            env.setdefault("ML_SERVE_CAPTURE_URI", artifact_root() + "/captures")
         grpc_port = self._state().get("grpc_port") or _free_port(self.host)
         proc = subprocess.Popen(
             [sys.executable, "-m", "ml.serve", "--model", uri, "--model-version", version,

@@ -20,19 +20,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def metric(url: str, name: str) -> float:
-    from tests.serving_helpers import request
-
-    text = request(url + "/metrics")[1]
-    return sum(float(line.split()[-1]) for line in text.splitlines() if line.split(" ")[0] in (name, name + "_total"))
-
-
 def main() -> int:
     from ml import train
     from ml.serving.capture import read_captured
     from tests.helpers import breast_cancer_table, write_snapshot
     from tests.load.locust_load import LocustLoad
-    from tests.serving_helpers import ServerProcess
+    from tests.serving_helpers import ServerProcess, metric_value
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20)
@@ -67,7 +60,7 @@ def main() -> int:
                     print(f"  round {r + 1} {name:<22} {report['requests'] / args.seconds:7.0f} req/s  "
                           f"p99 {report['p99_ms']:6.2f} ms  valid {report['valid']}/{report['requests']}", flush=True)
             capturing = servers["capture every request"]
-            predicted = metric(capturing.url, "ml_serve_batch_rows_sum")
+            predicted = metric_value(capturing.url, "ml_serve_batch_rows_sum")
         finally:
             for server in servers.values():
                 server.stop()  # the capturing server writes what it still holds

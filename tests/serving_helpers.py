@@ -83,3 +83,10 @@ def in_process(scenario, **config):
         finally:
             await server.shutdown()
     return asyncio.run(main())
+
+
+def metric_value(url: str, name: str) -> float:
+    """The sum of a server's ``/metrics`` samples named ``name`` (or ``name_total``), unlabelled or labelled."""
+    text = request(url + "/metrics")[1]
+    return sum(float(line.split()[-1]) for line in text.splitlines()
+               if line.split(" ")[0].split("{")[0] in (name, name + "_total"))

@@ -15,23 +15,15 @@ from airflow.sdk.exceptions import AirflowFailException
 from ml import train
 from operators.registry.register_model import RegisterModelOperator
 from operators.training.check_data import CheckDataOperator
-from tests.helpers import breast_cancer_table, write_snapshot
-
-
-class TaskInstance:
-    def __init__(self):
-        self.xcom: dict = {}
-
-    def xcom_push(self, key, value):
-        self.xcom[key] = value
+from tests.helpers import FakeTaskInstance, breast_cancer_table, write_snapshot
 
 
 def run(operator, make_context):
-    context = {**make_context(), "ti": TaskInstance()}
+    context = {**make_context(), "ti": FakeTaskInstance()}
     try:
-        return operator.execute(context), context["ti"].xcom
+        return operator.execute(context), {"report": context["ti"].xcom_pull(key="report")}
     except AirflowFailException as exc:
-        return exc, context["ti"].xcom
+        return exc, {"report": context["ti"].xcom_pull(key="report")}
 
 
 @pytest.fixture()

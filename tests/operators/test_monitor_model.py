@@ -17,16 +17,8 @@ import pytest
 from ml import train
 from operators.monitoring.monitor_model import MonitorModelOperator, hours_between, retrain_wanted
 from operators.registry.register_model import RegisterModelOperator
-from tests.helpers import breast_cancer_table, write_snapshot
+from tests.helpers import FakeTaskInstance, breast_cancer_table, write_snapshot
 from tests.serving_helpers import ServerProcess
-
-
-class TaskInstance:
-    def __init__(self):
-        self.xcom: dict = {}
-
-    def xcom_push(self, key, value):
-        self.xcom[key] = value
 
 
 def invoke(url: str, rows: list[dict], request_id: str) -> list:
@@ -95,12 +87,12 @@ def test_feedback_and_drift_per_version_from_real_captures_and_a_label_table(tmp
                               floor=0.8, min_rows=50, retrain=True, drift_threshold=0.2, drift_min_rows=100,
                               outlets=[alias])
     end = pendulum.instance(now + timedelta(hours=1))
-    context = {**make_context(start=None, end=None, run_after=end.isoformat()), "ti": TaskInstance()}
+    context = {**make_context(start=None, end=None, run_after=end.isoformat()), "ti": FakeTaskInstance()}
     added = []
     context["outlet_events"][alias].add = lambda asset, extra: added.append((asset, extra))
     result = op.execute(context)
 
-    report = context["ti"].xcom["report"]
+    report = context["ti"].xcom_pull(key="report")
     assert report["captured_rows"] == len(sent) and report["versions"] == {versions["a"]: 285, versions["b"]: 285}
     feedback = report["feedback"]
     assert feedback["unmatched_labels"] == 9 and feedback["labelled_rows"] == len(sent)
@@ -136,18 +128,18 @@ def test_nothing_captured_yet_is_a_report_not_a_failure_and_a_bad_label_table_sa
     monkeypatch.setenv("AIRFLOW_CONN_ML_LABELS", uri.replace("postgresql://", "postgres://"))
     op = MonitorModelOperator(task_id="monitor", model_name="m", capture_uri=str(tmp_path / "none"),
                               report_root=str(tmp_path / "reports"))
-    context = {**make_context(), "ti": TaskInstance()}
+    context = {**make_context(), "ti": FakeTaskInstance()}
     context["outlet_events"]  # no outlets: nothing recorded
     result = op.execute(context)
     assert result == {"report": f"{tmp_path}/reports/m/2026-01-02.json", "alerts": [], "retrain": False}
-    assert context["ti"].xcom["report"]["captured_rows"] == 0
+    assert context["ti"].xcom_pull(key="report")["captured_rows"] == 0
     from airflow.sdk.exceptions import AirflowFailException
 
     bad = MonitorModelOperator(task_id="monitor", model_name="m", capture_uri=str(tmp_path / "none"),
                                report_root=str(tmp_path / "reports"), feedback_sql="SELECT * FROM reviews",
                                feedback_conn_id="ml_labels", floor=0.5)
     with pytest.raises(AirflowFailException, match="no column\\(s\\) \\['request_id'\\].*X-Request-Id"):
-        bad.execute({**make_context(), "ti": TaskInstance()})
+        bad.execute({**make_context(), "ti": FakeTaskInstance()})
 
 
 def test_the_window_reads_every_hour_partition_it_touches():

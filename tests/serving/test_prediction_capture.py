@@ -24,12 +24,6 @@ def invoke(url: str, rows, request_id: str | None = None) -> tuple[str, list]:
         return resp.headers["x-request-id"], json.loads(resp.read())["predictions"]
 
 
-def metric(url: str, name: str) -> float:
-    text = request(url + "/metrics")[1]
-    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ")
-               or line.startswith(name + "_total "))
-
-
 def test_a_real_server_captures_every_request_with_its_id_version_and_answers(tmp_path, trained_models):
     captures = tmp_path / "captures"
     rows = trained_models["rows"]

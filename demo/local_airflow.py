@@ -64,13 +64,19 @@ class AirflowApiError(RuntimeError):
 
 
 class AirflowRest:
-    """A small client for Airflow 3's REST API (token from /auth/token), for tests and benchmarks."""
+    """A small client for Airflow 3's REST API (token from /auth/token), for tests and benchmarks.
 
-    def __init__(self, url: str, user: str = USER, password: str | None = None):
+    ``timeout`` bounds each request; a GET that times out is asked again (``get_attempts`` in
+    all): an api-server on a loaded machine may take longer than that to answer once.
+    """
+
+    def __init__(self, url: str, user: str = USER, password: str | None = None, timeout: float = 30,
+                 get_attempts: int = 3):
         self.url = url.rstrip("/")
         self.user = user
         self._password = password
         self._token: str | None = None
+        self.timeout, self.get_attempts = timeout, get_attempts
 
     @property
     def password(self) -> str:
@@ -88,11 +94,20 @@ class AirflowRest:
             headers["Authorization"] = f"Bearer {self.token()}"
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=30) as resp:
-                raw = resp.read()
-        except urllib.error.HTTPError as exc:
-            raise AirflowApiError(f"{method} {path}: {exc.code} {exc.read()[:500]!r}") from None
+        attempts = self.get_attempts if method == "GET" else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as resp:
+                    raw = resp.read()
+                break
+            except urllib.error.HTTPError as exc:
+                raise AirflowApiError(f"{method} {path}: {exc.code} {exc.read()[:500]!r}") from None
+            except (TimeoutError, urllib.error.URLError) as exc:
+                if not isinstance(getattr(exc, "reason", exc), TimeoutError):
+                    raise
+                if attempt == attempts:
+                    raise TimeoutError(f"{method} {path}: no answer from {self.url} in {self.timeout:g} s "
+                                       f"({attempts} attempt(s))") from None
         return json.loads(raw) if raw else None
 
     def api(self, method: str, path: str, body: Any = None) -> Any:

@@ -1,18 +1,19 @@
 """Data checks before training: a new snapshot against the reference (the training snapshot of
 the version in production) and against the model spec's rules.
 
-What stops a run: a reference column gone (renamed or dropped) or of another kind; a column
-gone all-null, or whose null rate rose past the limit; a numeric column whose mean moved by more
-than ``max_mean_shift`` of the reference's standard deviations, or with more than
-``max_out_of_range`` of its values outside the reference's range; a categorical column with more
-than ``max_new_categories`` of its rows in categories the reference never had; a text column
-whose mean length changed by more than ``max_text_length_change`` (relative); and any of the
-spec's own column rules (``min``, ``max``, ``max_null_rate``, ``categories``, ``max_length``)
-broken. Each failure names the column, the check, the figure and the limit.
+What stops a run: a column the reference's model used gone (renamed or dropped) or of another
+kind; a column gone all-null, or whose null rate rose past the limit; a numeric column whose
+mean moved by more than ``max_mean_shift`` of the reference's standard deviations, or with more
+than ``max_out_of_range`` of its values outside the reference's range; a categorical column with
+more than ``max_new_categories`` of its rows in categories the reference never had; a text
+column whose mean length changed by more than ``max_text_length_change`` (relative); and any of
+the spec's own column rules (``min``, ``max``, ``max_null_rate``, ``categories``,
+``max_length``) broken. Each failure names the column, the check, the figure and the limit.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -135,9 +136,11 @@ def _column_rules(name: str, column: pa.ChunkedArray, now: dict, limits: dict) -
 
 
 def check_snapshot(table: pa.Table, reference: dict[str, Any] | None, rules: dict[str, Any] | None = None,
-                   ) -> dict[str, Any]:
+                   required: Sequence[str] | None = None) -> dict[str, Any]:
     """The report on ``table``: ``passed``, ``failures`` (column, check, figure, limit, message) and
-    ``notes`` (what was seen but stops nothing: new columns, no reference)."""
+    ``notes`` (what was seen but stops nothing: new columns, no reference). ``required``: the
+    reference's columns the model used (its features and target); another reference column gone
+    (an extract's ``event_time``, an excluded id) is a note. None: every reference column."""
     rules = rules_with_defaults(rules)
     failures: list[dict] = []
     notes: list[str] = []
@@ -150,6 +153,11 @@ def check_snapshot(table: pa.Table, reference: dict[str, Any] | None, rules: dic
     else:
         gone = [n for n in reference["columns"] if n not in profiles]
         new = [n for n in profiles if n not in reference["columns"]]
+        if required is not None:
+            unused = [n for n in gone if n not in set(required)]
+            gone = [n for n in gone if n in set(required)]
+            if unused:
+                notes.append(f"reference columns the model does not use are not in the new snapshot: {unused}")
         for name in gone:
             ref = reference["columns"][name]
             failures.append(_failure(name, "schema", None, ref["type"],

@@ -2,7 +2,9 @@
 
 The reference is the training snapshot of the version behind the first of ``aliases`` that
 holds one (the spec's levels, production first): what the model in production learned from.
-With none yet (the model's first run) only the spec's rules apply. A failed check fails the run
+The columns that must still be there are the ones that version used (its features and
+target), so a published snapshot without the extract's ``event_time`` passes. With none yet
+(the model's first run) only the spec's rules apply. A failed check fails the run
 before training with AirflowFailException, so without retries (the same snapshot fails the same
 way; an unreachable registry is retried), with the report in the
 task log, in the exception and in the XCom ``report``; Param ``check_data`` off skips it for a
@@ -31,8 +33,9 @@ class CheckDataOperator(BaseOperator):
         self.data_uri, self.model_name, self.aliases = data_uri, model_name, list(aliases)
         self.rules, self.enabled, self.mlflow_conn_id = rules, enabled, mlflow_conn_id
 
-    def reference(self) -> tuple[str | None, str | None]:
-        """(the reference snapshot's URI, what it is) or (None, why there is none)."""
+    def reference(self) -> tuple[str | None, str, list[str] | None]:
+        """(the reference snapshot's URI, what it is, the columns its model used: features and
+        target) or (None, why there is none, None)."""
         from mlflow.exceptions import MlflowException
 
         from ml import artifacts
@@ -47,9 +50,10 @@ class CheckDataOperator(BaseOperator):
             manifest = artifacts.read_manifest(version.source, kind="model")
             uri = manifest.extra.get("snapshot_uri")
             if not uri:
-                return None, f"{self.model_name} version {version.version} ({alias}) records no training snapshot"
-            return uri, f"{alias} = {self.model_name} version {version.version}, trained on {uri}"
-        return None, f"no version of {self.model_name} holds {' or '.join(self.aliases)} yet"
+                return None, f"{self.model_name} version {version.version} ({alias}) records no training snapshot", None
+            used = [f["name"] for f in manifest.schema] + [t for t in [manifest.extra.get("target")] if t]
+            return uri, f"{alias} = {self.model_name} version {version.version}, trained on {uri}", used or None
+        return None, f"no version of {self.model_name} holds {' or '.join(self.aliases)} yet", None
 
     def execute(self, context: Context) -> dict[str, Any]:
         from ml.monitoring.checks import RulesError, check_snapshot, render
@@ -61,7 +65,7 @@ class CheckDataOperator(BaseOperator):
             return {"skipped": True}
         manifest, table = read_snapshot(self.data_uri)
         self.log.info("checking snapshot %s: %d rows, %d columns", self.data_uri, table.num_rows, table.num_columns)
-        reference_uri, about = self.reference()
+        reference_uri, about, used = self.reference()
         reference = None
         if reference_uri == self.data_uri:
             about += " (the same snapshot)"
@@ -73,7 +77,7 @@ class CheckDataOperator(BaseOperator):
         else:
             self.log.info("reference: none (%s)", about)
         try:
-            report = check_snapshot(table, reference, self.rules)
+            report = check_snapshot(table, reference, self.rules, required=used)
         except RulesError as exc:
             raise AirflowFailException(f"the model spec's data_checks are wrong: {exc}") from None
         report.update(snapshot=self.data_uri, snapshot_digest=manifest.digest, reference=about)

@@ -66,7 +66,9 @@ def stack(docker, images, airflow_image):
     try:
         url = f"http://127.0.0.1:{env['ML_STACK_API_PORT']}"
         wait_api_server(docker, url + "/api/v2/monitor/health")
-        yield {"api": AirflowRest(url, "admin", env["AIRFLOW_ADMIN_PASSWORD"]), "stack": stack, "env": env}
+        # its one api-server process, beside the other tests on two cores, may take over 30 s a request
+        api = AirflowRest(url, "admin", env["AIRFLOW_ADMIN_PASSWORD"], timeout=120)
+        yield {"api": api, "stack": stack, "env": env}
     finally:
         print(stack.logs()[-20000:])
         stack.down(volumes=True)

@@ -87,3 +87,32 @@ def test_the_specs_rules_param_off_and_wrong_rules(tmp_path, registry, make_cont
     assert skipped == {"skipped": True}
     wrong, _ = run(check(uri, rules={"max_nul_rate_increase": 0.2}), make_context)
     assert "the model spec's data_checks are wrong: unknown data check rules ['max_nul_rate_increase']" in str(wrong)
+
+
+def test_a_reference_column_the_model_did_not_use_may_be_gone(tmp_path, registry, make_context):
+    """An extract's snapshot holds event_time, which training excludes; a snapshot a data team
+    publishes without it is checked on the model's features and target only."""
+    import pyarrow as pa
+
+    table = breast_cancer_table()
+    extracted = table.append_column("event_time", pa.array(range(table.num_rows), pa.int64()).cast(
+        pa.timestamp("us", tz="UTC")))
+    first = str(tmp_path / "snap-extracted")
+    write_snapshot(first, extracted)
+    train.train(first, str(tmp_path / "model"), train.parse_config(
+        {"estimator": "LogisticRegression", "target": "target", "exclude": ["event_time"], "params": {"max_iter": 500}}))
+    version = RegisterModelOperator(task_id="r", model_uri=str(tmp_path / "model"),
+                                    model_name="m").execute(make_context())["version"]
+    registry.set_registered_model_alias("m", "production", version)
+
+    published = str(tmp_path / "snap-published")
+    write_snapshot(published, table.take(list(range(0, table.num_rows, 2))))
+    passed, _ = run(check(published), make_context)
+    assert passed["passed"], passed
+    assert "reference columns the model does not use are not in the new snapshot: ['event_time']" in passed["notes"]
+
+    no_target = str(tmp_path / "snap-no-target")
+    write_snapshot(no_target, table.drop(["target"]))
+    failed, xcom = run(check(no_target), make_context)
+    assert "FAIL target [schema] target (int64) is not in the new snapshot" in str(failed)
+    assert [f["column"] for f in xcom["report"]["failures"]] == ["target"]

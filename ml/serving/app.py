@@ -115,7 +115,7 @@ class ModelServer:
     async def startup(self) -> None:
         self.batcher.start()
         if self.capture is not None:
-            self.capture.start()
+            await self.capture.start()
         if self.config.grpc_port is not None:
             from ml.serving.oip.grpc_server import start_grpc
 
@@ -133,7 +133,7 @@ class ModelServer:
             await self._grpc.stop(grace=5)
         await self.batcher.stop()
         if self.capture is not None:  # what is still buffered is written
-            await asyncio.get_running_loop().run_in_executor(None, self.capture.stop)
+            await self.capture.stop()
 
     async def swap(self, uri: str, version: str | None) -> dict[str, Any]:
         """Load beside the running model, verify and warm up, then switch in one assignment."""

@@ -139,6 +139,11 @@ class AirflowRest:
         raise TimeoutError(f"{dag_id} run {run_id} not finished after {timeout:.0f}s: "
                            f"{ {t: ti['state'] for t, ti in self.task_instances(dag_id, run_id).items()} }")
 
+    def failed_task_logs(self, dag_id: str, run_id: str, tail: int = 3000) -> dict[str, str]:
+        """The end of each failed task's log in the run: what a test shows when a run failed."""
+        return {t: self.task_log(dag_id, run_id, t, ti["try_number"])[-tail:]
+                for t, ti in self.task_instances(dag_id, run_id).items() if ti["state"] == "failed"}
+
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1, map_index: int = -1) -> str:
         path = (f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances/{task_id}"
                 f"/logs/{try_number}?full_content=true&map_index={map_index}")

@@ -154,8 +154,9 @@ def check_snapshot(table: pa.Table, reference: dict[str, Any] | None, rules: dic
         gone = [n for n in reference["columns"] if n not in profiles]
         new = [n for n in profiles if n not in reference["columns"]]
         if required is not None:
-            unused = [n for n in gone if n not in set(required)]
-            gone = [n for n in gone if n in set(required)]
+            used = set(required)
+            unused = [n for n in gone if n not in used]
+            gone = [n for n in gone if n in used]
             if unused:
                 notes.append(f"reference columns the model does not use are not in the new snapshot: {unused}")
         for name in gone:

@@ -37,6 +37,11 @@ def _limit_native_threads(n: int) -> None:
     threadpool_limits(limits=n)
 
 
+def _inline(model: LoadedModel, proba: bool, rows: int) -> bool:
+    """Predicted on the event loop: labels of a model whose compiled trees are quick, few rows."""
+    return not proba and rows <= INLINE_ROWS and getattr(model, "inline_predict", False)
+
+
 def _wake(future: asyncio.Future) -> None:
     if not future.done():
         future.set_result(None)
@@ -97,8 +102,7 @@ class MicroBatcher:
     async def predict(self, model: LoadedModel, matrix, timeout: float | None = None, proba: bool = False) -> list:
         """The predictions for ``matrix``'s rows (with ``proba``: (label, probabilities) per row);
         TimeoutError when they take over ``timeout`` s (waiting for the batch included)."""
-        if (not self._pending and not proba and matrix.shape[0] <= INLINE_ROWS
-                and getattr(model, "inline_predict", False)):
+        if not self._pending and _inline(model, proba, matrix.shape[0]):
             # no batch being gathered and a quick model: predicted here and now, without a future,
             # a timer and two turns of the loop (~20 us, as much as the walk of the trees)
             self.on_batch(matrix.shape[0])
@@ -174,7 +178,7 @@ class MicroBatcher:
         payload = combine([g[1] for g in group])
         self.on_batch(payload.shape[0])
         try:
-            if not proba and getattr(model, "inline_predict", False) and payload.shape[0] <= INLINE_ROWS:
+            if _inline(model, proba, payload.shape[0]):
                 # the compiled trees walk a few rows in ~25 us, less than the hop to the predict
                 # thread and back (~100 us): on the loop itself (docs/open-inference.md)
                 predictions = model.predict(payload)

@@ -105,8 +105,9 @@ class CaptureWriter:
         groups: dict[tuple, list[dict]] = {}
         for frame in frames:  # a file per hour, model and version: its columns have one type
             hours = (np.asarray(frame["ts"]) // 3600).astype(np.int64)
-            for hour in np.unique(hours):
-                part = frame if len(np.unique(hours)) == 1 else _select(frame, hours == hour)
+            distinct = np.unique(hours)
+            for hour in distinct:
+                part = frame if len(distinct) == 1 else _select(frame, hours == hour)
                 groups.setdefault((int(hour), part["name"], part["version"]), []).append(part)
         out = []
         for (hour, name, version), parts in groups.items():
@@ -214,7 +215,12 @@ class PredictionCapture:
     @property
     def in_flight(self) -> int:
         """Rows sampled and not yet written or dropped: what ``max_rows`` bounds."""
-        return self._pending_rows + self.shipped_rows - self.written_rows - self._writer_dropped
+        return self._pending_rows + self._unwritten
+
+    @property
+    def _unwritten(self) -> int:
+        """Rows shipped to the writer that it has not yet said it wrote or lost."""
+        return self.shipped_rows - self.written_rows - self._writer_dropped
 
     def offer(self, request_id: str, model, payload, predictions) -> None:
         """Called on the event loop after a request was answered: O(1), no copy, no I/O (but
@@ -273,6 +279,7 @@ class PredictionCapture:
         if dropped := report.get("dropped", 0):
             self._writer_dropped += dropped
             self._drop(dropped)
+        if dropped or report.get("error"):  # an error without rows: a frame the writer could not read
             self.log("warning", "captured predictions not written", rows=dropped, error=report.get("error"))
 
     # ---------------------------------------------------------------- the writer process
@@ -302,14 +309,16 @@ class PredictionCapture:
         while True:
             await asyncio.sleep(SHIP_SECONDS)
             process = self._process
-            if self._sink is None and (process is None or process.returncode is not None):
-                lost = self.shipped_rows - self.written_rows - self._writer_dropped
-                if lost:  # what it had not written went with it
+            if process is not None and process.returncode is not None:
+                if lost := self._unwritten:  # what it had not written went with it
                     self.acknowledge({"dropped": lost, "error": f"the capture writer exited ({process.returncode})"})
                 if time.monotonic() - self._started_at >= RESTART_SECONDS:
-                    self.log("warning", "capture writer exited; starting it again",
-                             returncode=None if process is None else process.returncode)
-                    await self._spawn()
+                    self.log("warning", "capture writer exited; starting it again", returncode=process.returncode)
+                    try:
+                        await self._spawn()
+                    except Exception as exc:  # tried again in RESTART_SECONDS; samples meanwhile are dropped
+                        self._started_at = time.monotonic()
+                        self.log("error", "capture writer not started", error=repr(exc))
             self.ship()
 
     async def stop(self, timeout: float = 60.0) -> None:

@@ -11,6 +11,7 @@ server's requests come first; it exits when the server closes its stdin, after t
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import select
 import sys
@@ -31,10 +32,15 @@ def main(argv: list[str] | None = None) -> int:
     writer = CaptureWriter(args.uri)
     fd, out = sys.stdin.buffer.fileno(), sys.stdout
 
+    def report(**fields) -> None:
+        out.write(json.dumps(fields) + "\n")
+
     def flush() -> None:
         for rows, error in writer.flush():
-            out.write(('{"written": %d}\n' % rows) if error is None else
-                      ('{"dropped": %d, "error": %s}\n' % (rows, _json_string(error))))
+            if error is None:
+                report(written=rows)
+            else:
+                report(dropped=rows, error=error)
         out.flush()
 
     buffer = bytearray()
@@ -50,18 +56,12 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     writer.add(body)
                 except Exception as exc:  # a frame that does not decode: its rows are not known
-                    out.write('{"dropped": 0, "error": %s}\n' % _json_string(f"a frame did not decode: {exc!r}"))
+                    report(dropped=0, error=f"a frame did not decode: {exc!r}")
         if time.monotonic() >= next_flush:
             flush()
             next_flush = time.monotonic() + args.flush_seconds
     flush()
     return 0
-
-
-def _json_string(text: str) -> str:
-    import json
-
-    return json.dumps(text)
 
 
 if __name__ == "__main__":

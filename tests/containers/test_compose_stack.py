@@ -102,9 +102,8 @@ def test_the_stack_runs_the_pipeline_and_a_client_container_gets_predictions(sta
             "dag_runs"] if r["dag_run_id"] != run_id]:
         if api.wait_for_run("ml_training_pipeline", run, timeout=600) != "success":
             tis = api.task_instances("ml_training_pipeline", run)
-            failed = [t for t, ti in tis.items() if ti["state"] == "failed"]
-            logs = {t: api.task_log("ml_training_pipeline", run, t, tis[t]["try_number"])[-3000:] for t in failed}
-            pytest.fail(f"run {run} failed: { {t: ti['state'] for t, ti in tis.items()} }\n{logs}")
+            pytest.fail(f"run {run} failed: { {t: ti['state'] for t, ti in tis.items()} }\n"
+                        f"{api.failed_task_logs('ml_training_pipeline', run)}")
 
     # Under the CeleryExecutor: the training worker trained, a general worker deployed, and the two
     # replicas of airflow-worker run (each its own hostname).

@@ -97,12 +97,6 @@ def run_ok(af: AirflowRest, dag_id: str, conf: dict, timeout: float = 300) -> st
     return run_id
 
 
-def failed_logs(af: AirflowRest, dag_id: str, run_id: str) -> dict[str, str]:
-    """The end of each failed task's log: what an assertion on a run's state shows."""
-    tis = af.task_instances(dag_id, run_id)
-    return {t: af.task_log(dag_id, run_id, t, ti["try_number"])[-3000:] for t, ti in tis.items() if ti["state"] == "failed"}
-
-
 def passwords(af: LocalAirflow) -> dict[str, str]:
     return json.loads(af._passwords.read_text())
 
@@ -298,7 +292,7 @@ def test_a_published_snapshot_triggers_one_training_run_and_is_not_trained_twice
     while not (triggered := asset_triggered()) and time.monotonic() < deadline:
         time.sleep(0.5)
     (first,) = triggered
-    assert af.wait_for_run(dag, first["dag_run_id"], timeout=300) == "success", failed_logs(af, dag, first["dag_run_id"])
+    assert af.wait_for_run(dag, first["dag_run_id"], timeout=300) == "success", af.failed_task_logs(dag, first["dag_run_id"])
     (trained,) = [v for v in client.search_model_versions(f"name = '{MODEL}'")
                   if v.tags.get("lineage.run_id") == first["dag_run_id"]]
     assert trained.tags["snapshot_digest"] == snapshot.digest
